@@ -1,0 +1,112 @@
+"""raft_core: a sans-IO Raft consensus core (tick / step / ready / advance) with typed values and storage seams.
+
+The public API is re-exported here; submodules are implementation detail unless documented.
+"""
+
+from raft_core.config import Config
+from raft_core.describe import describe_entry, describe_message, describe_ready
+from raft_core.errors import (
+    ConfigError,
+    EntryUnavailable,
+    InvariantViolation,
+    LogCompacted,
+    NotLeader,
+    Overloaded,
+    ProposalDropped,
+    RaftError,
+    ReadyNotAdvanced,
+    SnapshotOutOfDate,
+    StorageError,
+    TransferInProgress,
+)
+from raft_core.messages import (
+    CLIENT_MESSAGE_TYPES,
+    MESSAGE_TYPES,
+    AppendEntries,
+    AppendEntriesResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    Message,
+    Propose,
+    ReadIndex,
+    ReadIndexResponse,
+    RequestPreVote,
+    RequestPreVoteResponse,
+    RequestVote,
+    RequestVoteResponse,
+    TimeoutNow,
+    TransferLeader,
+)
+from raft_core.node import PeerProgress, RaftNode, Status
+from raft_core.ready import Ready
+from raft_core.storage import InitialState, LogStorage, MemoryStorage
+from raft_core.types import (
+    NONE,
+    Entry,
+    EntryKind,
+    HardState,
+    Membership,
+    NodeId,
+    ReadState,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+    SoftState,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CLIENT_MESSAGE_TYPES",
+    "MESSAGE_TYPES",
+    "NONE",
+    "AppendEntries",
+    "AppendEntriesResponse",
+    "Config",
+    "ConfigError",
+    "Entry",
+    "EntryKind",
+    "EntryUnavailable",
+    "HardState",
+    "Heartbeat",
+    "HeartbeatResponse",
+    "InitialState",
+    "InstallSnapshot",
+    "InvariantViolation",
+    "LogCompacted",
+    "LogStorage",
+    "Membership",
+    "MemoryStorage",
+    "Message",
+    "NodeId",
+    "NotLeader",
+    "Overloaded",
+    "PeerProgress",
+    "ProposalDropped",
+    "Propose",
+    "RaftError",
+    "RaftNode",
+    "ReadIndex",
+    "ReadIndexResponse",
+    "ReadState",
+    "Ready",
+    "ReadyNotAdvanced",
+    "RequestPreVote",
+    "RequestPreVoteResponse",
+    "RequestVote",
+    "RequestVoteResponse",
+    "Role",
+    "Snapshot",
+    "SnapshotMeta",
+    "SnapshotOutOfDate",
+    "SoftState",
+    "Status",
+    "StorageError",
+    "TimeoutNow",
+    "TransferInProgress",
+    "TransferLeader",
+    "describe_entry",
+    "describe_message",
+    "describe_ready",
+]

@@ -1,0 +1,1 @@
+"""Role-specific message handling: ``step_leader``, ``step_candidate`` and ``step_follower``."""

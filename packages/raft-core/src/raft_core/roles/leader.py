@@ -1,0 +1,171 @@
+"""How a leader handles messages: replication responses, heartbeats, proposals, reads and transfers.
+
+Rules owned here: the leader commits only entries of its own term by counting replicas (Figure 8; earlier
+entries commit with them); it answers a linearizable read only after committing an entry of its term and
+hearing from a majority after the read arrived (§6.4); during a leadership transfer it accepts no proposals.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from raft_core import quorum
+from raft_core.errors import ProposalDropped, TransferInProgress
+from raft_core.messages import (
+    AppendEntriesResponse,
+    HeartbeatResponse,
+    Message,
+    Propose,
+    ReadIndex,
+    TimeoutNow,
+    TransferLeader,
+)
+from raft_core.progress import ProgressState
+from raft_core.types import NONE, NodeId
+
+if TYPE_CHECKING:
+    from raft_core.raft import Raft
+
+logger = logging.getLogger(__name__)
+
+
+def step_leader(r: Raft, m: Message) -> int | None:
+    """Dispatch ``m`` for a leader; returns the first index of a local proposal."""
+    if isinstance(m, AppendEntriesResponse):
+        handle_append_response(r, m)
+    elif isinstance(m, HeartbeatResponse):
+        handle_heartbeat_response(r, m)
+    elif isinstance(m, Propose):
+        return handle_propose(r, m)
+    elif isinstance(m, ReadIndex):
+        handle_read_index(r, m)
+    elif isinstance(m, TransferLeader):
+        handle_transfer_leader(r, m)
+    return None
+
+
+def handle_propose(r: Raft, m: Propose) -> int | None:
+    """Append proposed commands; a local proposal that cannot be accepted raises, a forwarded one is dropped."""
+    if not m.data:
+        return None
+    try:
+        if r.lead_transferee != NONE:
+            raise TransferInProgress(r.lead_transferee)
+        if r.id not in r.tracker.progress:
+            raise ProposalDropped("this leader has been removed from the cluster")
+        return r.propose(m.data)
+    except ProposalDropped:
+        if m.src in (r.id, NONE):
+            raise
+        logger.debug("node %d dropped %d commands forwarded by %d", r.id, len(m.data), m.src)
+        return None
+
+
+def handle_append_response(r: Raft, m: AppendEntriesResponse) -> None:
+    """Update the follower's progress; back up on a rejection, commit and send more on success."""
+    pr = r.tracker.progress.get(m.src)
+    if pr is None:
+        return
+    pr.recent_active = True
+    if m.reject:
+        next_probe = m.reject_hint
+        if m.log_term > 0:
+            # Skip our entries of terms newer than the follower's hint in one step.
+            next_probe = r.log.find_conflict_by_term(m.reject_hint, m.log_term)[0]
+        if pr.maybe_decr_to(m.index, next_probe):
+            if pr.state is ProgressState.REPLICATE:
+                pr.become_probe()
+            r.send_append(m.src)
+        return
+    was_paused = pr.is_paused()
+    if not pr.maybe_update(m.index):
+        return
+    if pr.state is ProgressState.PROBE:
+        pr.become_replicate()
+    elif pr.state is ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
+        pr.become_probe()
+        pr.become_replicate()
+    elif pr.state is ProgressState.REPLICATE:
+        pr.inflights.free_le(m.index)
+    if r.maybe_commit():
+        r.bcast_append()
+    elif was_paused:
+        r.send_append(m.src)
+    while r.send_append(m.src, send_if_empty=False):
+        pass
+    if m.src == r.lead_transferee and pr.match == r.log.last_index():
+        send_timeout_now(r, m.src)
+
+
+def handle_heartbeat_response(r: Raft, m: HeartbeatResponse) -> None:
+    """Mark the follower active, resume replication to it, and count the ack toward pending reads."""
+    pr = r.tracker.progress.get(m.src)
+    if pr is None:
+        return
+    pr.recent_active = True
+    pr.probe_sent = False
+    if pr.state is ProgressState.REPLICATE and pr.inflights.full():
+        pr.inflights.reset()  # acks may have been lost: let one more append through to find out
+    if pr.match < r.log.last_index():
+        r.send_append(m.src)
+    if not m.context:
+        return
+    acks = r.read_only.recv_ack(m.src, m.context)
+    if acks is None or not quorum.has_quorum(r.tracker.membership.voters, acks):
+        return
+    for request in r.read_only.advance(m.context):
+        r.respond_read(request.origin, request.context, request.index)
+
+
+def handle_read_index(r: Raft, m: ReadIndex) -> None:
+    """Start confirming leadership for a read; wait first if nothing of our term is committed yet."""
+    voters = r.tracker.membership.voters
+    if len(voters) == 1 and r.id in voters:
+        r.respond_read(m.src, m.context, r.log.committed)
+    elif not r.committed_entry_in_current_term():
+        # Our commit index may lag the previous leader's: we learn the true one only by committing
+        # an entry of our own term. Hold the read until then.
+        r.pending_reads.append(m)
+    else:
+        send_read_index(r, m)
+
+
+def send_read_index(r: Raft, m: ReadIndex) -> None:
+    """Record the read at the current commit index and confirm leadership with a heartbeat round."""
+    r.read_only.add_request(r.log.committed, m.src, m.context, r.id)
+    r.bcast_heartbeat()
+
+
+def release_pending_reads(r: Raft) -> None:
+    """Our first entry of this term committed: start the reads that were waiting for it."""
+    pending, r.pending_reads = r.pending_reads, []
+    for m in pending:
+        send_read_index(r, m)
+
+
+def handle_transfer_leader(r: Raft, m: TransferLeader) -> None:
+    """Hand leadership to ``m.target`` once it holds our whole log (§3.10)."""
+    target = m.target
+    pr = r.tracker.progress.get(target)
+    if pr is None or pr.is_learner:
+        logger.info("node %d ignores transfer to %d: not a voter", r.id, target)
+        return
+    if r.lead_transferee != NONE:
+        if r.lead_transferee == target:
+            return
+        logger.info("node %d abandons transfer to %d for %d", r.id, r.lead_transferee, target)
+    if target == r.id:
+        r.lead_transferee = NONE
+        return
+    r.election_elapsed = 0  # the transfer must finish within one election timeout
+    r.lead_transferee = target
+    if pr.match == r.log.last_index():
+        send_timeout_now(r, target)
+    else:
+        r.send_append(target)
+
+
+def send_timeout_now(r: Raft, to: NodeId) -> None:
+    """Tell ``to`` to campaign at once."""
+    r.send(TimeoutNow(src=r.id, dst=to, term=r.term))
