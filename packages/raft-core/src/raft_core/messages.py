@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from raft_core.types import Entry, NodeId, Snapshot
+from raft_core.types import Entry, Id, Index, Snapshot, Term
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -21,11 +21,11 @@ class RequestVote:
     lease, since the current leader itself asked for the election.
     """
 
-    src: NodeId
-    dst: NodeId
-    term: int
-    last_index: int
-    last_term: int
+    src: Id
+    dst: Id
+    term: Term
+    last_index: Index
+    last_term: Term
     transfer: bool = False
 
 
@@ -33,9 +33,9 @@ class RequestVote:
 class RequestVoteResponse:
     """A voter's answer to ``RequestVote``: granted unless ``reject``."""
 
-    src: NodeId
-    dst: NodeId
-    term: int
+    src: Id
+    dst: Id
+    term: Term
     reject: bool = False
 
 
@@ -46,20 +46,20 @@ class RequestPreVote:
     ``term`` is the term the sender would campaign at; the sender's own term is one less and does not change.
     """
 
-    src: NodeId
-    dst: NodeId
-    term: int
-    last_index: int
-    last_term: int
+    src: Id
+    dst: Id
+    term: Term
+    last_index: Index
+    last_term: Term
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
 class RequestPreVoteResponse:
     """A voter's answer to ``RequestPreVote``; a granted answer echoes the requested term."""
 
-    src: NodeId
-    dst: NodeId
-    term: int
+    src: Id
+    dst: Id
+    term: Term
     reject: bool = False
 
 
@@ -67,13 +67,13 @@ class RequestPreVoteResponse:
 class AppendEntries:
     """The leader replicates ``entries``, which follow the entry at ``prev_index``/``prev_term`` (Raft §5.3)."""
 
-    src: NodeId
-    dst: NodeId
-    term: int
-    prev_index: int
-    prev_term: int
+    src: Id
+    dst: Id
+    term: Term
+    prev_index: Index
+    prev_term: Term
     entries: tuple[Entry, ...] = ()
-    commit: int = 0
+    commit: Index = 0
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -86,13 +86,13 @@ class AppendEntriesResponse:
     ``prev_term``. The leader uses it to skip a whole divergent term per round trip.
     """
 
-    src: NodeId
-    dst: NodeId
-    term: int
-    index: int
+    src: Id
+    dst: Id
+    term: Term
+    index: Index
     reject: bool = False
-    reject_hint: int = 0
-    log_term: int = 0
+    reject_hint: Index = 0
+    log_term: Term = 0
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -103,10 +103,10 @@ class Heartbeat:
     request id, so a heartbeat round also confirms leadership for linearizable reads.
     """
 
-    src: NodeId
-    dst: NodeId
-    term: int
-    commit: int = 0
+    src: Id
+    dst: Id
+    term: Term
+    commit: Index = 0
     context: bytes = b""
 
 
@@ -114,9 +114,9 @@ class Heartbeat:
 class HeartbeatResponse:
     """A follower's answer to ``Heartbeat``, echoing its ``context``."""
 
-    src: NodeId
-    dst: NodeId
-    term: int
+    src: Id
+    dst: Id
+    term: Term
     context: bytes = b""
 
 
@@ -124,9 +124,9 @@ class HeartbeatResponse:
 class InstallSnapshot:
     """The leader sends a snapshot to a follower whose next entry it no longer has (Raft §7)."""
 
-    src: NodeId
-    dst: NodeId
-    term: int
+    src: Id
+    dst: Id
+    term: Term
     snapshot: Snapshot
 
 
@@ -134,18 +134,18 @@ class InstallSnapshot:
 class TimeoutNow:
     """The leader tells an up-to-date follower to start an election at once (leadership transfer, §3.10)."""
 
-    src: NodeId
-    dst: NodeId
-    term: int
+    src: Id
+    dst: Id
+    term: Term
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
 class Propose:
     """Commands to append to the log; sent to a node by its driver, or forwarded by a follower to its leader."""
 
-    src: NodeId
-    dst: NodeId
-    term: int = 0
+    src: Id
+    dst: Id
+    term: Term = 0
     data: tuple[bytes, ...] = ()
 
 
@@ -153,9 +153,9 @@ class Propose:
 class ReadIndex:
     """A linearizable read request identified by ``context``; followers forward it to their leader (§6.4)."""
 
-    src: NodeId
-    dst: NodeId
-    term: int = 0
+    src: Id
+    dst: Id
+    term: Term = 0
     context: bytes = b""
 
 
@@ -163,10 +163,10 @@ class ReadIndex:
 class ReadIndexResponse:
     """The leader's answer to a forwarded ``ReadIndex``: the read may be served once ``index`` is applied."""
 
-    src: NodeId
-    dst: NodeId
-    term: int
-    index: int
+    src: Id
+    dst: Id
+    term: Term
+    index: Index
     context: bytes = b""
 
 
@@ -174,10 +174,10 @@ class ReadIndexResponse:
 class TransferLeader:
     """A request that leadership move to ``target``; a follower forwards it to its leader."""
 
-    src: NodeId
-    dst: NodeId
-    term: int = 0
-    target: NodeId = 0
+    src: Id
+    dst: Id
+    term: Term = 0
+    target: Id = 0
 
 
 Message: TypeAlias = (

@@ -9,9 +9,21 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from pydantic import Field
 
 NodeId = int
 """A node's id: a positive integer. ``NONE`` (0) means "no node"."""
+
+Term = Annotated[int, Field(ge=0)]
+"""A term number (0 before the first election). The bound is checked where pydantic validates values."""
+
+Index = Annotated[int, Field(ge=0)]
+"""A log index (0 stands for "before the first entry")."""
+
+Id = Annotated[int, Field(ge=0)]
+"""A node id in a message or state (0 stands for "none")."""
 
 NONE: NodeId = 0
 """The id that stands for "no node" (no vote cast, no leader known)."""
@@ -32,8 +44,8 @@ class EntryKind(enum.IntEnum):
 class Entry:
     """One log entry: its position (``index``), the ``term`` that created it, its kind and its payload."""
 
-    term: int
-    index: int
+    term: Term
+    index: Index
     kind: EntryKind = EntryKind.NORMAL
     data: bytes = b""
 
@@ -54,9 +66,9 @@ class HardState:
     ``commit`` lets a restarted node re-apply committed entries without asking the leader.
     """
 
-    term: int = 0
-    vote: NodeId = NONE
-    commit: int = 0
+    term: Term = 0
+    vote: Id = NONE
+    commit: Index = 0
 
 
 class Role(enum.Enum):
@@ -106,8 +118,8 @@ class Membership:
 class SnapshotMeta:
     """What a snapshot covers: every entry up to ``index`` (whose term was ``term``) and the membership then."""
 
-    index: int = 0
-    term: int = 0
+    index: Index = 0
+    term: Term = 0
     membership: Membership = field(default_factory=Membership)
 
 

@@ -79,11 +79,13 @@ def handle_append_response(r: Raft, m: AppendEntriesResponse) -> None:
             r.send_append(m.src)
         return
     was_paused = pr.is_paused()
-    if not pr.maybe_update(m.index):
+    # A probe answered at the index we already knew still proves where the logs match.
+    if not pr.maybe_update(m.index) and not (pr.state is ProgressState.PROBE and pr.match == m.index):
         return
     if pr.state is ProgressState.PROBE:
         pr.become_replicate()
-    elif pr.state is ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
+    elif pr.state is ProgressState.SNAPSHOT and pr.match + 1 >= r.log.first_index():
+        # The follower now holds (or no longer needs) what the snapshot covers: stream from its match.
         pr.become_probe()
         pr.become_replicate()
     elif pr.state is ProgressState.REPLICATE:

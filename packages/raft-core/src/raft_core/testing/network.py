@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from raft_core.config import Config
-from raft_core.messages import Message
+from raft_core.messages import InstallSnapshot, Message
 from raft_core.testing.harness import MemoryNode
 from raft_core.types import Membership, NodeId
 
@@ -66,6 +66,9 @@ class Network:
         while queue:
             m = queue.popleft()
             if (m.src, m.dst) in self._cut or type(m) in self._ignored or m.dst not in self.nodes:
+                if isinstance(m, InstallSnapshot) and m.src in self.nodes:
+                    # A real transport reports a failed snapshot transfer; so does this network.
+                    self.nodes[m.src].node.report_snapshot(m.dst, ok=False)
                 continue
             self.delivered.append(m)
             self.nodes[m.dst].node.step(m)
