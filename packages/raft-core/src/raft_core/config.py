@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from raft_core.errors import ConfigError
@@ -71,13 +73,17 @@ class Config(BaseModel):
             )
         return self
 
-    @classmethod
-    def build(cls, **values: object) -> Config:
-        """Build a Config, raising ``ConfigError`` (a ``ValueError``) with every problem listed."""
+    def __init__(self, **values: Any) -> None:
+        """Validate ``values``; raises ``ConfigError`` (a ``ValueError``) listing every problem."""
         try:
-            return cls.model_validate(values)
+            super().__init__(**values)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
             )
             raise ConfigError(f"invalid Raft config: {problems}") from None
+
+    @classmethod
+    def build(cls, **values: Any) -> Config:
+        """Build a Config from keyword values (the same as calling ``Config(**values)``)."""
+        return cls(**values)

@@ -137,7 +137,8 @@ class RaftNode:
         raft = self._raft
         log = raft.log
         return bool(
-            raft.msgs
+            raft.pending_bcast
+            or raft.msgs
             or log.unstable.entries
             or log.unstable.snapshot is not None
             or log.has_next_committed_entries()
@@ -150,6 +151,7 @@ class RaftNode:
         """Collect the work to do; handle it as ``Ready`` documents, then call ``advance``."""
         self._check_idle("ready")
         raft = self._raft
+        raft.flush_proposals()
         log = raft.log
         soft = raft.soft_state()
         hard = raft.hard_state()

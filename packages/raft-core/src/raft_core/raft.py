@@ -72,9 +72,11 @@ class Raft:
         self.read_only = ReadOnly()
         self.pending_reads: list[ReadIndex] = []
         self.uncommitted_size = 0
+        self.pending_bcast = False
         self._step: StepFn = _not_started
         self._tick: Callable[[], None] = self.tick_election
         hard = initial.hard_state
+        self._logged_role = (Role.FOLLOWER, hard.term)  # starting up is not worth a log line
         self.become_follower(hard.term, NONE)
         self.vote = hard.vote
 
@@ -304,7 +306,8 @@ class Raft:
         self.append_entries([Entry(self.term, self.log.last_index() + 1, EntryKind.NOOP)])
 
     def _set_role(self, role: Role) -> None:
-        if role is not self.role or role is Role.LEADER:
+        if (role, self.term) != self._logged_role:
+            self._logged_role = (role, self.term)
             logger.info("node %d became %s at term %d", self.id, role.value, self.term)
         self.role = role
 
@@ -438,8 +441,17 @@ class Raft:
         term = self.term
         entries = [Entry(term, first + n, EntryKind.NORMAL, d) for n, d in enumerate(data)]
         self.append_entries(entries)
-        self.bcast_append()
+        # Replicate when the driver next asks for a Ready: every proposal made until then leaves as one
+        # append per follower (batching).
+        self.pending_bcast = True
         return first
+
+    def flush_proposals(self) -> None:
+        """Send followers the entries proposed since the last Ready, as one append each."""
+        if self.pending_bcast:
+            self.pending_bcast = False
+            if self.role is Role.LEADER:
+                self.bcast_append()
 
     def maybe_commit(self) -> bool:
         """Leader: commit what a majority holds, if it is of this term (Figure 8); returns whether it moved."""

@@ -17,7 +17,7 @@ from raft_core.types import Entry, HardState, Membership, Snapshot, SnapshotMeta
 
 T = TypeVar("T")
 
-_CONFIG = ConfigDict(strict=False, ser_json_bytes="base64", val_json_bytes="base64")
+_CONFIG = ConfigDict(strict=False, revalidate_instances="always", ser_json_bytes="base64", val_json_bytes="base64")
 
 VALUE_TYPES: tuple[type[Any], ...] = (Entry, HardState, Membership, SnapshotMeta, Snapshot, *MESSAGE_TYPES)
 """Every raft-core value type that may cross a boundary."""
