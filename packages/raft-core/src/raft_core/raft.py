@@ -146,9 +146,9 @@ class Raft:
 
     def _answer_lower_term(self, m: Message) -> None:
         """Answer a message from an older term so that its sender learns our term, where that helps."""
-        if isinstance(m, AppendEntries | Heartbeat) and (self.config.check_quorum or self.config.pre_vote):
-            # A stale leader (or this node after a partition with a term too high to win) would otherwise
-            # never learn of the current term: tell it, so it steps down.
+        if isinstance(m, AppendEntries | Heartbeat):
+            # A stale leader must learn the current term and step down (Raft §5.1: reply with our term).
+            # With check-quorum on it could otherwise never learn it, since votes are ignored in a lease.
             self.send(AppendEntriesResponse(src=self.id, dst=m.src, term=self.term, index=0))
         elif isinstance(m, RequestPreVote):
             # Reject with our term: a lower-term pre-candidate must learn it, or a cluster whose nodes hold
