@@ -37,13 +37,17 @@ class RaftLog:
 
     def first_index(self) -> int:
         """The first index still held (one past the latest snapshot)."""
-        first = self.unstable.maybe_first_index()
-        return first if first is not None else self.storage.first_index()
+        snapshot = self.unstable.snapshot  # Unstable.maybe_first_index, inlined: this is on the hot path
+        return snapshot.meta.index + 1 if snapshot is not None else self.storage.first_index()
 
     def last_index(self) -> int:
         """The index of the last entry, persisted or not."""
-        last = self.unstable.maybe_last_index()
-        return last if last is not None else self.storage.last_index()
+        unstable = self.unstable  # Unstable.maybe_last_index, inlined: this is on the hot path
+        if unstable.entries:
+            return unstable.offset + len(unstable.entries) - 1
+        if unstable.snapshot is not None:
+            return unstable.snapshot.meta.index
+        return self.storage.last_index()
 
     def last_stable_index(self) -> int:
         """The index of the last entry the driver has persisted."""
@@ -51,12 +55,21 @@ class RaftLog:
 
     def maybe_term(self, index: int) -> int | None:
         """The term of the entry at ``index``, or None if it is compacted or does not exist."""
-        term = self.unstable.maybe_term(index)
-        if term is not None:
-            return term
-        if index < self.first_index() - 1 or index > self.last_index():
-            return None
-        if index >= self.unstable.offset:
+        # Hot path: Unstable.maybe_term, first_index() and last_index() inlined, with the same results.
+        unstable = self.unstable
+        entries = unstable.entries
+        offset = unstable.offset
+        if index >= offset:
+            pos = index - offset
+            return entries[pos].term if pos < len(entries) else None
+        snapshot = unstable.snapshot
+        if snapshot is not None:
+            snap_index = snapshot.meta.index
+            if index == snap_index:
+                return snapshot.meta.term
+            if index < snap_index or not entries:
+                return None  # below the first index, or beyond the last one (the snapshot's)
+        elif index < self.storage.first_index() - 1 or (not entries and index > self.storage.last_index()):
             return None
         return self.storage.term(index)
 

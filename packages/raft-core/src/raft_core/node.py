@@ -136,6 +136,8 @@ class RaftNode:
         """Whether ``ready()`` would return anything to do."""
         raft = self._raft
         log = raft.log
+        prev_soft = self._prev_soft
+        prev_hard = self._prev_hard
         return bool(
             raft.pending_bcast
             or raft.msgs
@@ -143,8 +145,12 @@ class RaftNode:
             or log.unstable.snapshot is not None
             or log.has_next_committed_entries()
             or raft.read_states
-            or raft.soft_state() != self._prev_soft
-            or raft.hard_state() != self._prev_hard
+            # Field by field: the same test as comparing soft_state() and hard_state(), without building them.
+            or raft.lead != prev_soft.leader
+            or raft.role is not prev_soft.role
+            or raft.term != prev_hard.term
+            or raft.vote != prev_hard.vote
+            or log.committed != prev_hard.commit
         )
 
     def ready(self) -> Ready:
@@ -153,23 +159,22 @@ class RaftNode:
         raft = self._raft
         raft.flush_proposals()
         log = raft.log
-        soft = raft.soft_state()
-        hard = raft.hard_state()
+        prev_soft = self._prev_soft
         prev_hard = self._prev_hard
+        # Build the states only when they changed (the same result as building and comparing them).
+        soft_changed = raft.lead != prev_soft.leader or raft.role is not prev_soft.role
+        vote_changed = raft.term != prev_hard.term or raft.vote != prev_hard.vote
         entries = log.unstable_entries()
         snapshot = log.unstable.snapshot
         ready = Ready(
-            soft_state=soft if soft != self._prev_soft else None,
-            hard_state=hard if hard != prev_hard else None,
+            soft_state=raft.soft_state() if soft_changed else None,
+            hard_state=raft.hard_state() if vote_changed or log.committed != prev_hard.commit else None,
             entries=entries,
             snapshot=snapshot,
             committed_entries=tuple(log.next_committed_entries(raft.config.max_committed_size_per_ready)),
             messages=tuple(raft.msgs),
             read_states=tuple(raft.read_states),
-            must_sync=bool(entries)
-            or snapshot is not None
-            or hard.term != prev_hard.term
-            or hard.vote != prev_hard.vote,
+            must_sync=bool(entries) or snapshot is not None or vote_changed,
         )
         self._outstanding = ready
         return ready

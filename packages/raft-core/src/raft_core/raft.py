@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Sequence
+from itertools import count, repeat
 
 from raft_core import quorum
 from raft_core.config import Config
@@ -41,7 +42,19 @@ from raft_core.quorum import VoteResult
 from raft_core.read_only import ReadOnly
 from raft_core.storage.protocol import LogStorage
 from raft_core.tracker import ProgressTracker
-from raft_core.types import NONE, Entry, EntryKind, HardState, NodeId, ReadState, Role, Snapshot, SoftState
+from raft_core.types import (
+    NONE,
+    Entry,
+    EntryKind,
+    HardState,
+    NodeId,
+    ReadState,
+    Role,
+    Snapshot,
+    SoftState,
+    entries_size,
+    payload_size,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -367,7 +380,7 @@ class Raft:
             entries: tuple[Entry, ...] = ()
         else:
             entries = tuple(log.entries_from(pr.next, self.config.max_size_per_msg))
-            pr.sent_entries(entries[-1].index, sum(e.size() for e in entries))
+            pr.sent_entries(entries[-1].index, entries_size(entries))
         self.send(
             AppendEntries(
                 src=self.id,
@@ -427,7 +440,7 @@ class Raft:
 
     def append_entries(self, entries: Sequence[Entry]) -> int:
         """Leader: append ``entries`` (already numbered and stamped with our term); returns the first index."""
-        size = sum(len(e.data) for e in entries)
+        size = payload_size(entries)
         limit = self.config.max_uncommitted_size
         if limit and self.uncommitted_size and self.uncommitted_size + size > limit:
             raise Overloaded(f"{self.uncommitted_size} bytes are uncommitted (limit {limit}); retry once they commit")
@@ -438,8 +451,8 @@ class Raft:
     def propose(self, data: Sequence[bytes]) -> int:
         """Leader: append commands and replicate them; returns the index of the first."""
         first = self.log.last_index() + 1
-        term = self.term
-        entries = [Entry(term, first + n, EntryKind.NORMAL, d) for n, d in enumerate(data)]
+        # map() rather than a comprehension: one Entry per command, with no Python-level loop around it.
+        entries = list(map(Entry, repeat(self.term), count(first), repeat(EntryKind.NORMAL), data))
         self.append_entries(entries)
         # Replicate when the driver next asks for a Ready: every proposal made until then leaves as one
         # append per follower (batching).
@@ -474,7 +487,7 @@ class Raft:
     def reduce_uncommitted_size(self, entries: Sequence[Entry]) -> None:
         """Entries were handed out as committed: they no longer count against the uncommitted limit."""
         if self.uncommitted_size:
-            self.uncommitted_size = max(0, self.uncommitted_size - sum(len(e.data) for e in entries))
+            self.uncommitted_size = max(0, self.uncommitted_size - payload_size(entries))
 
     def restore(self, snapshot: Snapshot) -> bool:
         """Follower: adopt ``snapshot`` if it is newer than our log; returns whether it was adopted."""
