@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from raft_core.errors import EntryUnavailable, InvariantViolation, LogCompacted, SnapshotOutOfDate
-from raft_core.storage.memory import MemoryStorage, limit_size
+from raft_core.storage.memory import MemoryStorage
 from raft_core.storage.protocol import LogStorage
-from raft_core.types import ENTRY_OVERHEAD, Entry, HardState, Membership, Snapshot, SnapshotMeta
+from raft_core.types import ENTRY_OVERHEAD, Entry, HardState, Membership, Snapshot, SnapshotMeta, limit_size
 
 MEMBERS = Membership.of(1, 2, 3)
 

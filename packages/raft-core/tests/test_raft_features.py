@@ -28,15 +28,20 @@ from conftest import (
 from raft_core import (
     AppendEntries,
     AppendEntriesResponse,
+    Config,
+    Entry,
     HardState,
     Heartbeat,
     HeartbeatResponse,
     InstallSnapshot,
+    Membership,
+    MemoryStorage,
     Message,
     NotLeader,
     Overloaded,
     ProposalDropped,
     Propose,
+    RaftNode,
     ReadIndex,
     ReadIndexResponse,
     ReadState,
@@ -551,12 +556,12 @@ def test_read_index_on_the_leader_is_answered_only_after_a_majority_acks_a_heart
     assert ready.read_states == ()
     beats = of_type(ready.messages, Heartbeat)
     assert sorted(m.dst for m in beats) == [2, 3]
-    assert all(m.context == b"r1" for m in beats)
+    assert all(m.read_round == 1 for m in beats), "the heartbeat names the read's round"
     mn.persist(ready)
     mn.apply(ready)
     mn.node.advance(ready)
     acks = deliver_only(net, *[m for m in beats if m.dst == 2])
-    assert of_type(acks, HeartbeatResponse) == [HeartbeatResponse(src=2, dst=1, term=1, context=b"r1")]
+    assert of_type(acks, HeartbeatResponse) == [HeartbeatResponse(src=2, dst=1, term=1, read_round=1)]
     assert mn.read_states == []
     deliver_only(net, *acks)
     assert mn.read_states == [ReadState(2, b"r1")]
@@ -945,3 +950,74 @@ def test_restarted_node_never_votes_twice_in_a_term() -> None:
     assert [(m.src, m.reject) for m in answers] == [(3, True)]
     assert net[1].node.role is not Role.LEADER
     assert (net[3].storage.hard_state.term, net[3].storage.hard_state.vote) == (1, 2)
+
+
+def test_a_late_heartbeat_answer_cannot_confirm_a_newer_read_with_a_reused_context() -> None:
+    # Each read gets a round of its own; an answer to an older round proves nothing about a newer read.
+    net = Network(3, check_quorum=False, pre_vote=False)
+    net.campaign(1)
+    n1 = net[1]
+    n1.node.read_index(b"a")
+    delayed: HeartbeatResponse | None = None
+    for beat in of_type(n1.handle_ready(), Heartbeat):
+        answers = of_type(deliver_only(net, beat), HeartbeatResponse)
+        if beat.dst == 2:
+            delayed = answers[0]
+        else:
+            net.send(*answers)
+    assert n1.read_states == [ReadState(1, b"a")]
+    assert delayed is not None
+    net.isolate(1)
+    net.campaign(2)
+    net.propose(2, b"w")
+    assert net[2].node.status().commit == 3
+    n1.node.read_index(b"a")  # the old leader, cut off, reuses the context
+    net.flush(1)
+    n1.node.step(delayed)
+    n1.handle_ready()
+    assert n1.read_states == [ReadState(1, b"a")], "the deposed leader must not answer the second read"
+
+
+def test_reads_with_an_empty_or_shared_context_are_all_answered() -> None:
+    net = Network(3)
+    elect(net, 1)
+    net.propose(1, b"x")
+    net[1].node.read_index(b"")
+    net.flush(1)
+    net[2].node.read_index(b"same")
+    net.flush(2)
+    net[3].node.read_index(b"same")
+    net.flush(3)
+    assert net[1].read_states == [ReadState(2, b"")]
+    assert net[2].read_states == [ReadState(2, b"same")]
+    assert net[3].read_states == [ReadState(2, b"same")]
+
+
+def test_a_follower_whose_snapshot_was_outdated_by_further_compaction_gets_a_newer_one() -> None:
+    net = Network(3, check_quorum=False, pre_vote=False)
+    net.campaign(1)
+    net.isolate(3)
+    for i in range(5):
+        net.propose(1, b"x%d" % i)
+    net[1].take_snapshot()
+    net.recover()
+    held = tick_holding(net, 1, InstallSnapshot)
+    assert [m.snapshot.meta.index for m in of_type(held, InstallSnapshot)] == [6]
+    net.isolate(3)
+    for i in range(5):
+        net.propose(1, b"y%d" % i)
+    net[1].take_snapshot()  # compacts past the snapshot still in flight
+    net.recover()
+    net.send(*held)  # installed; the driver reports nothing
+    net.tick_all(5)
+    assert net[3].node.status().commit == 11
+    assert net[1].node.status().progress[3].state == "replicate"
+
+
+def test_a_node_restarts_when_its_state_machine_applied_past_the_stored_commit_index() -> None:
+    # The commit index alone is persisted without an fsync, so it may lag what a durable state machine applied.
+    storage = MemoryStorage(Membership.of(1, 2, 3))
+    storage.append([Entry(1, i) for i in (1, 2, 3)])
+    storage.set_hard_state(HardState(term=1, vote=1, commit=1))
+    node = RaftNode(Config(id=1, applied=3), storage)
+    assert (node.status().commit, node.status().applied) == (3, 3)

@@ -145,7 +145,7 @@ def test_malformed_json_is_rejected() -> None:
 
 
 def test_message_envelope_names_the_kind() -> None:
-    message = Heartbeat(src=1, dst=2, term=3, commit=4, context=b"r1")
+    message = Heartbeat(src=1, dst=2, term=3, commit=4, read_round=7)
     raw = json.loads(message_to_json(message))
     assert raw["kind"] == "Heartbeat"
     assert raw["body"]["commit"] == 4

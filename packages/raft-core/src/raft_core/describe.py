@@ -73,9 +73,9 @@ def _fields(m: Message) -> str:
                 return f"rejected index={m.index} hint={m.log_term}/{m.reject_hint}"
             return f"index={m.index}"
         case Heartbeat():
-            return f"commit={m.commit}" + (f" context={_payload(m.context)}" if m.context else "")
+            return f"commit={m.commit}" + (f" read_round={m.read_round}" if m.read_round else "")
         case HeartbeatResponse():
-            return f"context={_payload(m.context)}" if m.context else ""
+            return f"read_round={m.read_round}" if m.read_round else ""
         case InstallSnapshot():
             return describe_snapshot(m.snapshot)
         case TimeoutNow():

@@ -31,6 +31,11 @@ class Inflights:
         while queue and queue[0][0] <= index:
             self._bytes -= queue.popleft()[1]
 
+    def free_first_one(self) -> None:
+        """Forget the oldest append in flight (its ack is presumed lost), making room for one more."""
+        if self._queue:
+            self._bytes -= self._queue.popleft()[1]
+
     def reset(self) -> None:
         """Forget everything."""
         self._queue.clear()

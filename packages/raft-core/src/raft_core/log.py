@@ -10,9 +10,8 @@ from collections.abc import Sequence
 
 from raft_core.errors import InvariantViolation, LogCompacted
 from raft_core.log_unstable import Unstable
-from raft_core.storage.memory import limit_size
 from raft_core.storage.protocol import LogStorage
-from raft_core.types import Entry, Snapshot
+from raft_core.types import Entry, Snapshot, limit_size
 
 
 class RaftLog:
@@ -27,7 +26,9 @@ class RaftLog:
         self.unstable = Unstable(storage.last_index() + 1)
         self.committed = first - 1
         self.applied = first - 1
-        commit = storage.initial_state().hard_state.commit
+        # A state machine that persists itself may have applied (so committed) past the stored commit index,
+        # which is only synced with the next entries or vote.
+        commit = max(storage.initial_state().hard_state.commit, applied)
         if commit:
             self.commit_to(commit)
         if applied:

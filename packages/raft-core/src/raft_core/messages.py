@@ -99,25 +99,25 @@ class AppendEntriesResponse:
 class Heartbeat:
     """The leader asserts its leadership and tells how far the follower may commit.
 
-    ``commit`` never exceeds what the follower is known to hold. ``context`` is the newest pending ReadIndex
-    request id, so a heartbeat round also confirms leadership for linearizable reads.
+    ``commit`` never exceeds what the follower is known to hold. ``read_round`` is the newest pending
+    ReadIndex round (0 if none): answering confirms this leader for every read of that round or older.
     """
 
     src: Id
     dst: Id
     term: Term
     commit: Index = 0
-    context: bytes = b""
+    read_round: Index = 0
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
 class HeartbeatResponse:
-    """A follower's answer to ``Heartbeat``, echoing its ``context``."""
+    """A follower's answer to ``Heartbeat``, echoing its ``read_round``."""
 
     src: Id
     dst: Id
     term: Term
-    context: bytes = b""
+    read_round: Index = 0
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)

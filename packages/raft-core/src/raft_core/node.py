@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from raft_core.config import Config
 from raft_core.errors import ReadyNotAdvanced
 from raft_core.messages import Message, Propose, ReadIndex, TransferLeader
-from raft_core.progress import Progress
+from raft_core.progress import Progress, ProgressState
 from raft_core.raft import Raft
 from raft_core.ready import Ready
 from raft_core.storage.protocol import LogStorage
@@ -109,21 +109,20 @@ class RaftNode:
         raft.step(TransferLeader(src=raft.id, dst=raft.id, target=target))
 
     def report_unreachable(self, node: NodeId) -> None:
-        """The driver could not deliver to ``node``: stop streaming to it and probe again."""
-        pr = self._raft.tracker.progress.get(node)
-        if self._raft.role is Role.LEADER and pr is not None and node != self._raft.id:
-            from raft_core.progress import ProgressState
+        """The driver could not deliver to ``node``: stop streaming to it and probe again.
 
-            if pr.state is ProgressState.REPLICATE:
-                pr.become_probe()
+        Like ``report_snapshot``, this may be called at any time, even while a Ready is being handled.
+        """
+        pr = self._raft.tracker.progress.get(node)
+        leading = self._raft.role is Role.LEADER and node != self._raft.id
+        if leading and pr is not None and pr.state is ProgressState.REPLICATE:
+            pr.become_probe()
 
     def report_snapshot(self, node: NodeId, *, ok: bool) -> None:
         """The driver finished sending a snapshot to ``node`` (``ok``) or gave up on it."""
         pr = self._raft.tracker.progress.get(node)
         if self._raft.role is not Role.LEADER or pr is None:
             return
-        from raft_core.progress import ProgressState
-
         if pr.state is ProgressState.SNAPSHOT:
             if not ok:
                 pr.pending_snapshot = 0

@@ -20,7 +20,6 @@ import random
 from collections.abc import Callable, Sequence
 from itertools import count, repeat
 
-from raft_core import quorum
 from raft_core.config import Config
 from raft_core.errors import Overloaded
 from raft_core.log import RaftLog
@@ -37,9 +36,11 @@ from raft_core.messages import (
     RequestVote,
     RequestVoteResponse,
 )
-from raft_core.progress import ProgressState
 from raft_core.quorum import VoteResult
 from raft_core.read_only import ReadOnly
+from raft_core.roles.candidate import step_candidate
+from raft_core.roles.follower import step_follower
+from raft_core.roles.leader import start_held_reads, step_leader
 from raft_core.storage.protocol import LogStorage
 from raft_core.tracker import ProgressTracker
 from raft_core.types import (
@@ -83,7 +84,7 @@ class Raft:
         self.randomized_election_timeout = config.election_ticks
         self.lead_transferee: NodeId = NONE
         self.read_only = ReadOnly()
-        self.pending_reads: list[ReadIndex] = []
+        self.held_reads: list[ReadIndex] = []
         self.uncommitted_size = 0
         self.pending_bcast = False
         self._step: StepFn = _not_started
@@ -232,7 +233,7 @@ class Raft:
                     )
                 )
 
-    def record_vote(self, voter: NodeId, granted: bool) -> None:
+    def handle_vote_response(self, voter: NodeId, granted: bool) -> None:
         """Count a (pre-)vote answer and act on a won or lost election."""
         result = self.tracker.record_vote(voter, granted)
         if result is VoteResult.WON:
@@ -261,14 +262,12 @@ class Raft:
         self.lead_transferee = NONE
         self.tracker.reset_votes()
         self.tracker.reset_progress(self.log.last_index() + 1)
-        self.read_only = ReadOnly()
-        self.pending_reads = []
+        self.read_only.clear()
+        self.held_reads = []
         self.uncommitted_size = 0
 
     def become_follower(self, term: int, lead: NodeId) -> None:
         """Follow ``lead`` (or nobody yet) in ``term``."""
-        from raft_core.roles.follower import step_follower
-
         self.reset(term)
         self._step = step_follower
         self._tick = self.tick_election
@@ -277,8 +276,6 @@ class Raft:
 
     def become_pre_candidate(self) -> None:
         """Ask for pre-votes without changing term, forgetting the leader (so our lease cannot block others)."""
-        from raft_core.roles.candidate import step_candidate
-
         if self.role is Role.LEADER:
             raise AssertionError("a leader cannot become a pre-candidate")
         self._step = step_candidate
@@ -289,8 +286,6 @@ class Raft:
 
     def become_candidate(self) -> None:
         """Move to the next term and vote for ourselves."""
-        from raft_core.roles.candidate import step_candidate
-
         if self.role is Role.LEADER:
             raise AssertionError("a leader cannot become a candidate")
         self.reset(self.term + 1)
@@ -301,8 +296,6 @@ class Raft:
 
     def become_leader(self) -> None:
         """Lead this term: track every follower and append the no-op that commits earlier terms (§5.4.2)."""
-        from raft_core.roles.leader import step_leader
-
         if self.role is Role.FOLLOWER:
             raise AssertionError("a follower cannot become leader without an election")
         self.reset(self.term)
@@ -414,8 +407,8 @@ class Raft:
                 self.send_append(node)
 
     def bcast_heartbeat(self) -> None:
-        """Send every follower a heartbeat, carrying the newest pending read's context."""
-        context = self.read_only.last_pending_context()
+        """Send every follower a heartbeat, carrying the newest pending read's round."""
+        read_round = self.read_only.last_round()
         committed = self.log.committed
         for node, pr in self.tracker.progress.items():
             if node != self.id:
@@ -425,11 +418,11 @@ class Raft:
                         dst=node,
                         term=self.term,
                         commit=min(pr.match, committed),
-                        context=context,
+                        read_round=read_round,
                     )
                 )
 
-    def respond_read(self, origin: NodeId, context: bytes, index: int) -> None:
+    def send_read_state(self, origin: NodeId, context: bytes, index: int) -> None:
         """Tell ``origin`` (this node or a follower) that its read may be served at ``index``."""
         if origin in (self.id, NONE):
             self.read_states.append(ReadState(index, context))
@@ -470,10 +463,8 @@ class Raft:
         """Leader: commit what a majority holds, if it is of this term (Figure 8); returns whether it moved."""
         if not self.log.maybe_commit(self.tracker.committed(), self.term):
             return False
-        if self.pending_reads and self.committed_entry_in_current_term():
-            from raft_core.roles.leader import release_pending_reads
-
-            release_pending_reads(self)
+        if self.held_reads and self.committed_entry_in_current_term():
+            start_held_reads(self)
         return True
 
     def on_persisted(self) -> None:
@@ -489,7 +480,7 @@ class Raft:
         if self.uncommitted_size:
             self.uncommitted_size = max(0, self.uncommitted_size - payload_size(entries))
 
-    def restore(self, snapshot: Snapshot) -> bool:
+    def maybe_restore(self, snapshot: Snapshot) -> bool:
         """Follower: adopt ``snapshot`` if it is newer than our log; returns whether it was adopted."""
         meta = snapshot.meta
         if meta.index <= self.log.committed:
@@ -503,14 +494,9 @@ class Raft:
         logger.info("node %d restored snapshot at %d/%d", self.id, meta.index, meta.term)
         return True
 
-    def progress_state(self, node: NodeId) -> ProgressState | None:
-        """The replication state of ``node`` as this leader sees it (None if unknown)."""
-        pr = self.tracker.progress.get(node)
-        return pr.state if pr is not None else None
-
 
 def _not_started(raft: Raft, m: Message) -> int | None:
     raise AssertionError("Raft.step called before a role was set")
 
 
-__all__ = ["Raft", "quorum"]
+__all__ = ["Raft"]

@@ -18,10 +18,14 @@ class Ready:
        durable (fsync) before step 2. Persist one Ready as one batch: one sync for all of it.
     2. **Send** ``messages``. They may promise what step 1 stored (a vote, an acknowledged append), so they
        must never leave before it is durable.
-    3. **Apply** ``committed_entries`` to the state machine, in order. They are durable (on this node, and
-       on a majority) once step 1 is done. Serve ``read_states`` once the state machine has applied up to
-       their index.
-    4. Call ``RaftNode.advance(ready)``. Until then the node accepts no ``tick``, ``step`` or ``ready``.
+    3. **Apply**: if ``snapshot`` is set, first restore the state machine from it; then apply
+       ``committed_entries`` in order. They are durable (on this node, and on a majority) once step 1 is
+       done. Serve ``read_states`` once the state machine has applied up to their index.
+    4. Call ``RaftNode.advance(ready)``. Until then the node accepts no other call.
+
+    The driver also reports what only it can see: ``RaftNode.report_snapshot(id, ok=...)`` once a snapshot
+    sent to ``id`` (an ``InstallSnapshot`` message) was delivered or given up, and
+    ``RaftNode.report_unreachable(id)`` when a message to ``id`` could not be delivered.
 
     ``soft_state`` is informational (role or leader changed) and needs no persistence.
     """

@@ -72,6 +72,18 @@ def entries_size(entries: Sequence[Entry]) -> int:
     return sum(map(len, map(_DATA, entries))) + ENTRY_OVERHEAD * len(entries)
 
 
+def limit_size(entries: list[Entry], max_size: int) -> list[Entry]:
+    """The longest prefix of ``entries`` whose total size stays within ``max_size`` (at least one entry)."""
+    if entries_size(entries) <= max_size:
+        return entries  # the common case: everything fits (summed in C, no per-entry Python call)
+    total = 0
+    for n, entry in enumerate(entries):
+        total += entry.size()
+        if total > max_size and n > 0:
+            return entries[:n]
+    return entries
+
+
 @dataclass(slots=True, frozen=True)
 class HardState:
     """The state a node must persist before it sends any message that depends on it.

@@ -36,10 +36,10 @@ def step_candidate(r: Raft, m: Message) -> int | None:
         handle_snapshot(r, m)
     elif isinstance(m, RequestPreVoteResponse):
         if r.role is Role.PRE_CANDIDATE:
-            r.record_vote(m.src, not m.reject)
+            r.handle_vote_response(m.src, not m.reject)
     elif isinstance(m, RequestVoteResponse):
         if r.role is Role.CANDIDATE:
-            r.record_vote(m.src, not m.reject)
+            r.handle_vote_response(m.src, not m.reject)
     elif isinstance(m, Propose | ReadIndex | TransferLeader) and m.src in (r.id, NONE):
         raise NotLeader(NONE, "an election is in progress and no leader is known yet")
     return None

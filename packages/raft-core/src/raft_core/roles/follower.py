@@ -94,12 +94,12 @@ def handle_append_entries(r: Raft, m: AppendEntries) -> None:
 
 
 def handle_heartbeat(r: Raft, m: Heartbeat) -> None:
-    """Commit what the leader says we hold in common, and answer (echoing any read context)."""
+    """Commit what the leader says we hold in common, and answer (echoing the read round)."""
     r.log.commit_to(m.commit)
-    r.send(HeartbeatResponse(src=r.id, dst=m.src, term=r.term, context=m.context))
+    r.send(HeartbeatResponse(src=r.id, dst=m.src, term=r.term, read_round=m.read_round))
 
 
 def handle_snapshot(r: Raft, m: InstallSnapshot) -> None:
     """Adopt the leader's snapshot if it is newer than our log, and tell the leader where we stand."""
-    index = r.log.last_index() if r.restore(m.snapshot) else r.log.committed
+    index = r.log.last_index() if r.maybe_restore(m.snapshot) else r.log.committed
     r.send(AppendEntriesResponse(src=r.id, dst=m.src, term=r.term, index=index))

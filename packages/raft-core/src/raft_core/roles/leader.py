@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from raft_core import quorum
 from raft_core.errors import ProposalDropped, TransferInProgress
 from raft_core.messages import (
     AppendEntriesResponse,
@@ -84,10 +83,14 @@ def handle_append_response(r: Raft, m: AppendEntriesResponse) -> None:
         return
     if pr.state is ProgressState.PROBE:
         pr.become_replicate()
-    elif pr.state is ProgressState.SNAPSHOT and pr.match + 1 >= r.log.first_index():
-        # The follower now holds (or no longer needs) what the snapshot covers: stream from its match.
-        pr.become_probe()
-        pr.become_replicate()
+    elif pr.state is ProgressState.SNAPSHOT:
+        if pr.match + 1 >= r.log.first_index():
+            # The follower now holds what it needs to follow our log: stream from its match.
+            pr.become_probe()
+            pr.become_replicate()
+        elif pr.match >= pr.pending_snapshot:
+            # It installed the snapshot, but we compacted past it meanwhile: probe, which sends a newer one.
+            pr.become_probe()
     elif pr.state is ProgressState.REPLICATE:
         pr.inflights.free_le(m.index)
     if r.maybe_commit():
@@ -101,49 +104,51 @@ def handle_append_response(r: Raft, m: AppendEntriesResponse) -> None:
 
 
 def handle_heartbeat_response(r: Raft, m: HeartbeatResponse) -> None:
-    """Mark the follower active, resume replication to it, and count the ack toward pending reads."""
+    """Mark the follower active, resume replication to it, and count its answer toward pending reads."""
     pr = r.tracker.progress.get(m.src)
     if pr is None:
         return
     pr.recent_active = True
     pr.probe_sent = False
     if pr.state is ProgressState.REPLICATE and pr.inflights.full():
-        pr.inflights.reset()  # acks may have been lost: let one more append through to find out
+        pr.inflights.free_first_one()  # acks may have been lost: let one more append through to find out
     if pr.match < r.log.last_index():
         r.send_append(m.src)
-    if not m.context:
-        return
-    acks = r.read_only.recv_ack(m.src, m.context)
-    if acks is None or not quorum.has_quorum(r.tracker.membership.voters, acks):
-        return
-    for request in r.read_only.advance(m.context):
-        r.respond_read(request.origin, request.context, request.index)
+    if m.read_round:
+        r.read_only.recv_ack(m.src, m.read_round)
+        release_confirmed_reads(r)
 
 
 def handle_read_index(r: Raft, m: ReadIndex) -> None:
-    """Start confirming leadership for a read; wait first if nothing of our term is committed yet."""
-    voters = r.tracker.membership.voters
-    if len(voters) == 1 and r.id in voters:
-        r.respond_read(m.src, m.context, r.log.committed)
-    elif not r.committed_entry_in_current_term():
+    """Start confirming leadership for a read; hold it first if nothing of our term is committed yet."""
+    if not r.committed_entry_in_current_term():
         # Our commit index may lag the previous leader's: we learn the true one only by committing
         # an entry of our own term. Hold the read until then.
-        r.pending_reads.append(m)
-    else:
-        send_read_index(r, m)
+        r.held_reads.append(m)
+        return
+    r.read_only.add_request(r.log.committed, m.src, m.context)
+    confirm_reads(r)
 
 
-def send_read_index(r: Raft, m: ReadIndex) -> None:
-    """Record the read at the current commit index and confirm leadership with a heartbeat round."""
-    r.read_only.add_request(r.log.committed, m.src, m.context, r.id)
-    r.bcast_heartbeat()
+def start_held_reads(r: Raft) -> None:
+    """Our first entry of this term committed: start confirming the reads that were held for it."""
+    held, r.held_reads = r.held_reads, []
+    for m in held:
+        r.read_only.add_request(r.log.committed, m.src, m.context)
+    confirm_reads(r)
 
 
-def release_pending_reads(r: Raft) -> None:
-    """Our first entry of this term committed: start the reads that were waiting for it."""
-    pending, r.pending_reads = r.pending_reads, []
-    for m in pending:
-        send_read_index(r, m)
+def confirm_reads(r: Raft) -> None:
+    """Release what is already confirmed (a one-voter cluster needs nobody), and ask peers for the rest."""
+    release_confirmed_reads(r)
+    if len(r.read_only):
+        r.bcast_heartbeat()
+
+
+def release_confirmed_reads(r: Raft) -> None:
+    """Answer every read a majority has confirmed, oldest first."""
+    for request in r.read_only.release(r.tracker.membership.voters, r.id):
+        r.send_read_state(request.origin, request.context, request.index)
 
 
 def handle_transfer_leader(r: Raft, m: TransferLeader) -> None:

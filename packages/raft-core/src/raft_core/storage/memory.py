@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from raft_core.errors import EntryUnavailable, InvariantViolation, LogCompacted, SnapshotOutOfDate
 from raft_core.storage.protocol import InitialState
-from raft_core.types import Entry, HardState, Membership, Snapshot, SnapshotMeta, entries_size
+from raft_core.types import Entry, HardState, Membership, Snapshot, SnapshotMeta, limit_size
 
 
 class MemoryStorage:
@@ -128,15 +128,3 @@ class MemoryStorage:
             )
         keep = self._ents[index - offset :]
         self._ents = [Entry(term=keep[0].term, index=keep[0].index), *keep[1:]]
-
-
-def limit_size(entries: list[Entry], max_size: int) -> list[Entry]:
-    """The longest prefix of ``entries`` whose total size stays within ``max_size`` (at least one entry)."""
-    if entries_size(entries) <= max_size:
-        return entries  # the common case: everything fits (summed in C, no per-entry Python call)
-    total = 0
-    for n, entry in enumerate(entries):
-        total += entry.size()
-        if total > max_size and n > 0:
-            return entries[:n]
-    return entries
