@@ -19,7 +19,7 @@ from raft_core.testing.sim.__main__ import main, results
 from raft_core.testing.sim.schedule import KINDS
 from raft_core.types import Entry
 
-SEEDS = 200
+SEEDS = 300
 JOBS = max(1, min(2, os.cpu_count() or 1))
 
 
