@@ -101,9 +101,11 @@ def sim(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run the raft-core micro-benchmarks."""
+    """Run the raft-core benchmarks: the protocol core, durable storage and the runtime (fsync on)."""
     install_editable(session, "raft-core")
     session.run("python", "packages/raft-core/benchmarks/bench_core.py", *session.posargs)
+    session.run("python", "packages/raft-core/benchmarks/bench_storage.py", *session.posargs)
+    session.run("python", "packages/raft-core/benchmarks/bench_runtime.py", *session.posargs)
 
 
 @nox.session

@@ -1,22 +1,30 @@
 """raft_core: a sans-IO Raft consensus core (tick / step / ready / advance) with typed values and storage seams.
 
-The public API is re-exported here; submodules are implementation detail unless documented.
+The public API of the core is re-exported here. The drivers have their own packages: ``raft_core.storage``
+(``DiskStorage``: the write-ahead log and snapshot store) and ``raft_core.runtime`` (the asyncio ``Node``).
 """
 
 from raft_core.config import Config
 from raft_core.describe import describe_entry, describe_message, describe_ready
 from raft_core.errors import (
+    CommandFailed,
+    CommitUnknown,
     ConfigError,
+    CorruptLogError,
     EntryUnavailable,
     InvariantViolation,
     LogCompacted,
+    NodeStopped,
     NotLeader,
     Overloaded,
     ProposalDropped,
     RaftError,
+    ReadTimeout,
     ReadyNotAdvanced,
+    SessionError,
     SnapshotOutOfDate,
     StorageError,
+    TransferFailed,
     TransferInProgress,
 )
 from raft_core.messages import (
@@ -40,7 +48,8 @@ from raft_core.messages import (
 )
 from raft_core.node import PeerProgress, RaftNode, Status
 from raft_core.ready import Ready
-from raft_core.storage import InitialState, LogStorage, MemoryStorage
+from raft_core.storage.memory import MemoryStorage
+from raft_core.storage.protocol import InitialState, LogStorage, Storage
 from raft_core.types import (
     NONE,
     Entry,
@@ -63,8 +72,11 @@ __all__ = [
     "NONE",
     "AppendEntries",
     "AppendEntriesResponse",
+    "CommandFailed",
+    "CommitUnknown",
     "Config",
     "ConfigError",
+    "CorruptLogError",
     "Entry",
     "EntryKind",
     "EntryUnavailable",
@@ -80,6 +92,7 @@ __all__ = [
     "MemoryStorage",
     "Message",
     "NodeId",
+    "NodeStopped",
     "NotLeader",
     "Overloaded",
     "PeerProgress",
@@ -90,6 +103,7 @@ __all__ = [
     "ReadIndex",
     "ReadIndexResponse",
     "ReadState",
+    "ReadTimeout",
     "Ready",
     "ReadyNotAdvanced",
     "RequestPreVote",
@@ -97,13 +111,16 @@ __all__ = [
     "RequestVote",
     "RequestVoteResponse",
     "Role",
+    "SessionError",
     "Snapshot",
     "SnapshotMeta",
     "SnapshotOutOfDate",
     "SoftState",
     "Status",
+    "Storage",
     "StorageError",
     "TimeoutNow",
+    "TransferFailed",
     "TransferInProgress",
     "TransferLeader",
     "describe_entry",

@@ -18,14 +18,19 @@ class ProposalDropped(RaftError):
 
 
 class NotLeader(ProposalDropped):
-    """This node is not the leader and does not forward; ``leader`` is the leader it knows (0 if none)."""
+    """This node is not the leader and does not forward; ``leader`` is the leader it knows (0 if none).
 
-    def __init__(self, leader: NodeId = NONE, message: str | None = None) -> None:
-        """Build the error, naming the known leader (or saying none is known)."""
+    ``address`` is where that leader can be reached, when the runtime's transport knows it.
+    """
+
+    def __init__(self, leader: NodeId = NONE, message: str | None = None, *, address: str | None = None) -> None:
+        """Build the error, naming the known leader (and its address, if known) or saying none is known."""
         self.leader = leader
+        self.address = address
         if message is None:
+            where = f" at {address}" if address else ""
             message = (
-                f"this node is not the leader; the leader is node {leader}"
+                f"this node is not the leader; the leader is node {leader}{where}"
                 if leader != NONE
                 else "this node is not the leader and no leader is known yet"
             )
@@ -43,6 +48,46 @@ class TransferInProgress(ProposalDropped):
 
 class Overloaded(ProposalDropped):
     """Too much is uncommitted already; the proposal was refused at once rather than queued."""
+
+
+class SessionError(ProposalDropped):
+    """A command's client session cannot be honoured; nothing was applied.
+
+    Either the session expired, or the sequence number is older than the last one answered (whose result
+    alone is kept). Start a new session.
+    """
+
+
+class CommitUnknown(RaftError):
+    """No outcome within the deadline: the command may or may not be applied.
+
+    Retry it with the same client session and sequence number to get its result exactly once.
+    """
+
+
+class ReadTimeout(RaftError):
+    """A linearizable read could not be confirmed by a leader within the deadline."""
+
+
+class TransferFailed(RaftError):
+    """Leadership did not move to the requested node within the deadline."""
+
+
+class CommandFailed(RaftError):
+    """The state machine raised while applying the command (the same way on every node).
+
+    ``kind`` is the exception's class name and ``detail`` its message; the log entry stays applied.
+    """
+
+    def __init__(self, kind: str, detail: str) -> None:
+        """Build the error from the failing exception's class name and message."""
+        self.kind = kind
+        self.detail = detail
+        super().__init__(f"the state machine refused the command: {kind}: {detail}")
+
+
+class NodeStopped(RaftError):
+    """The node is stopped (or stopped itself after a storage failure); nothing more is accepted."""
 
 
 class StorageError(RaftError):
@@ -67,3 +112,11 @@ class InvariantViolation(RaftError):
 
 class ReadyNotAdvanced(RaftError):
     """``ready()`` or ``step()`` was called while an earlier ``Ready`` was not yet acknowledged by ``advance()``."""
+
+
+class CorruptLogError(StorageError):
+    """The durable log (or a snapshot) is damaged inside what was acknowledged; the node must not start.
+
+    The message names the file and byte offset and says how to recover. Storage raises this rather than serve,
+    vote or acknowledge with wrong data, and it never drops acknowledged entries silently.
+    """

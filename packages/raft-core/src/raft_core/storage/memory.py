@@ -68,6 +68,24 @@ class MemoryStorage:
 
     # -- writes (the driver's side) ---------------------------------------------------------------------
 
+    def persist(
+        self,
+        *,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        snapshot: Snapshot | None,
+        sync: bool,
+    ) -> None:
+        """Store one Ready batch: snapshot, then entries, then hard state (``sync`` changes nothing here)."""
+        if snapshot is not None:
+            self.apply_snapshot(snapshot)
+        self.append(entries)
+        if hard_state is not None:
+            self._hard_state = hard_state
+
+    def close(self) -> None:
+        """Nothing to release."""
+
     def set_hard_state(self, hard_state: HardState) -> None:
         """Store a new hard state."""
         self._hard_state = hard_state

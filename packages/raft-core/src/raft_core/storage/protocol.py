@@ -1,7 +1,11 @@
-"""``LogStorage``: what the core reads from durable storage. The core never writes; the driver does."""
+"""Storage protocols: ``LogStorage`` (what the core reads) and ``Storage`` (what the runtime also writes).
+
+The core never writes; the driver does, one ``Ready`` batch at a time.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -52,4 +56,42 @@ class LogStorage(Protocol):
 
     def snapshot(self) -> Snapshot:
         """The latest snapshot (an empty one, of index 0, if there is none)."""
+        ...
+
+
+class Storage(LogStorage, Protocol):
+    """A ``LogStorage`` the runtime writes: one Ready batch at a time, then snapshots and compaction.
+
+    Calls are never concurrent: the runtime makes them one after another (possibly from a worker thread).
+    """
+
+    def persist(
+        self,
+        *,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        snapshot: Snapshot | None,
+        sync: bool,
+    ) -> None:
+        """Persist one Ready's ``snapshot``, ``entries`` and ``hard_state`` as one batch.
+
+        The snapshot comes first (it replaces every entry it covers); entries first drop any stored entries
+        at or after ``entries[0].index``; the hard state is stored last. With ``sync`` all of it is durable
+        (one fsync for the batch) when this returns; a crash never leaves part of a synced batch.
+        """
+        ...
+
+    def create_snapshot(self, index: int, data: bytes, membership: Membership | None = None) -> Snapshot:
+        """Store (durably) a state machine snapshot as of the applied ``index``; returns it.
+
+        The log is not compacted: call ``compact`` for that.
+        """
+        ...
+
+    def compact(self, index: int) -> None:
+        """Drop every entry up to and including ``index`` (which the latest snapshot must cover)."""
+        ...
+
+    def close(self) -> None:
+        """Release files and handles. The storage is not used afterwards."""
         ...

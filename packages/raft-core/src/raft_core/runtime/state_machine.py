@@ -1,0 +1,46 @@
+"""``StateMachine``: the plug point for what a cluster replicates, and ``Command``, what it is given to apply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(slots=True, frozen=True)
+class Command:
+    """One committed command, as the state machine applies it.
+
+    ``time`` is the log time in milliseconds since the epoch: the proposing node's clock, written into the
+    entry before it was proposed. Use it (never the local clock) for anything time-dependent in ``apply``,
+    so that every node computes the same state.
+    """
+
+    index: int
+    term: int
+    data: bytes
+    time: int
+
+
+class StateMachine(Protocol):
+    """What the runtime applies committed commands to. Everything here runs on the node's event loop.
+
+    ``apply`` must be deterministic: the same commands in the same order give the same state and results on
+    every node. Draw ids, timestamps and random tokens before proposing, never inside ``apply``.
+    """
+
+    def apply(self, command: Command) -> object:
+        """Apply one committed command; the return value is the result ``Node.propose`` returns.
+
+        An exception is a (deterministic) refusal: ``propose`` raises ``CommandFailed`` with its message.
+        Results of commands sent with a client session must be JSON values (None, bool, int, float, str,
+        bytes, lists, and dicts with str keys): they are kept for retries in snapshots.
+        """
+        ...
+
+    def snapshot(self) -> bytes:
+        """The whole state, serialized (called between two applies)."""
+        ...
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with one that ``snapshot`` produced."""
+        ...
