@@ -1021,3 +1021,28 @@ def test_a_node_restarts_when_its_state_machine_applied_past_the_stored_commit_i
     storage.set_hard_state(HardState(term=1, vote=1, commit=1))
     node = RaftNode(Config(id=1, applied=3), storage)
     assert (node.status().commit, node.status().applied) == (3, 3)
+
+
+# -- malformed input from peers --------------------------------------------------------------------------
+
+
+def test_leader_ignores_an_append_response_claiming_more_log_than_it_has() -> None:
+    net = Network(3)
+    elect(net, 1)
+    leader = net[1].node
+    before = leader.status().progress[2]
+    last = leader.status().last_index
+    leader.step(AppendEntriesResponse(src=2, dst=1, term=leader.term, index=last + 100))
+    assert leader.role is Role.LEADER
+    assert leader.status().progress[2].match == before.match
+
+
+def test_a_peer_message_with_term_zero_is_ignored() -> None:
+    net = Network(3)
+    elect(net, 1)
+    follower = net[2].node
+    term, leader = follower.term, follower.leader
+    follower.step(Heartbeat(src=3, dst=2, term=0, commit=99))
+    follower.step(RequestVote(src=3, dst=2, term=0, last_index=99, last_term=99))
+    assert (follower.term, follower.leader) == (term, leader)
+    assert not follower.has_ready() or not follower.ready().messages

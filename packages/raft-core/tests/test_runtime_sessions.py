@@ -628,6 +628,7 @@ def test_a_retry_of_a_first_command_after_its_session_was_evicted_is_not_applied
         await lead.open_session("b")
         await lead.propose(command("b", 1), client="b", seq=1)
         await lead.open_session("c")  # evicts a's session, the idlest
+        await c.wait_converged()
         assert not any("a" in n._applier.sessions for n in c.live())
         with pytest.raises(SessionError, match="no open session"):
             await lead.propose(command("a", 1, 5), client="a", seq=1)

@@ -24,6 +24,7 @@ from raft_core.config import Config
 from raft_core.errors import Overloaded
 from raft_core.log import RaftLog
 from raft_core.messages import (
+    CLIENT_MESSAGE_TYPES,
     AppendEntries,
     AppendEntriesResponse,
     Heartbeat,
@@ -121,7 +122,10 @@ class Raft:
     def step(self, m: Message) -> int | None:
         """Process one message: the term preamble, then votes, then the role's handler."""
         if m.term == 0:
-            pass
+            if not isinstance(m, CLIENT_MESSAGE_TYPES):
+                # Only client requests carry term 0; from a peer anything else is malformed: ignore it.
+                logger.warning("%d ignored %s from %d with term 0", self.id, type(m).__name__, m.src)
+                return None
         elif m.term > self.term:
             if not self._accept_higher_term(m):
                 return None

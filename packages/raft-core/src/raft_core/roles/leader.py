@@ -77,6 +77,10 @@ def handle_append_response(r: Raft, m: AppendEntriesResponse) -> None:
                 pr.become_probe()
             r.send_append(m.src)
         return
+    if m.index > r.log.last_index():
+        # A follower cannot hold more of this leader's log than the leader has: a confused or hostile peer.
+        logger.warning("%d ignored an append response from %d claiming index %d", r.id, m.src, m.index)
+        return
     was_paused = pr.is_paused()
     # A probe answered at the index we already knew still proves where the logs match.
     if not pr.maybe_update(m.index) and not (pr.state is ProgressState.PROBE and pr.match == m.index):

@@ -250,7 +250,8 @@ class Node:
         self._wake.set()
         deadline = self.options.proposal_timeout if timeout is None else timeout
         try:
-            return await asyncio.wait_for(future, deadline)
+            async with asyncio.timeout(deadline):  # not wait_for: on 3.11 it can swallow a cancellation
+                return await future
         except TimeoutError:
             raise CommitUnknown(
                 f"no outcome within {deadline:.1f}s on node {self.id} (leader: {self.leader or 'unknown'}); "
@@ -279,7 +280,8 @@ class Node:
         self._wake.set()
         deadline = self.options.read_timeout if timeout is None else timeout
         try:
-            await asyncio.wait_for(future, deadline)
+            async with asyncio.timeout(deadline):
+                await future
         except TimeoutError:
             raise ReadTimeout(
                 f"no leader confirmed the read within {deadline:.1f}s (leader: {self.leader or 'unknown'})"
@@ -347,9 +349,15 @@ class Node:
 
     def receive(self, message: WireMessage) -> None:
         """Queue a received message for the Ready loop."""
-        if self._stopped is None:
-            self._inbox.append(message)
-            self._wake.set()
+        if self._stopped is not None:
+            return
+        if len(self._inbox) >= self.options.max_inbox_messages:
+            # The peers' in-flight limits keep the inbox far below this; a flood is dropped, as a lossy network
+            # would drop it, rather than grow memory without bound.
+            log.warning("node %d dropped %s from node %d: inbox full", self.id, type(message).__name__, message.src)
+            return
+        self._inbox.append(message)
+        self._wake.set()
 
     def unreachable(self, node: NodeId) -> None:
         """The transport could not deliver to ``node``."""

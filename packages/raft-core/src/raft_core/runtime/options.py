@@ -70,6 +70,11 @@ class NodeOptions(BaseModel):
         "the proposing node, written into each command, so every node expires sessions identically.",
     )
     max_sessions: int = Field(default=100_000, ge=1, description="Most client sessions kept; the idlest go first.")
+    max_inbox_messages: int = Field(
+        default=65_536,
+        ge=1,
+        description="Received messages waiting for the Ready loop; past it more are dropped (Raft resends).",
+    )
     persist_in_thread: bool = Field(
         default=True,
         description="Persist each Ready in a worker thread, so the event loop keeps receiving during fsync.",

@@ -174,7 +174,8 @@ class SnapshotSender:
                 self._send((chunk,))
                 sent += len(piece)
             try:
-                ack = await asyncio.wait_for(acks.get(), self._timeout)
+                async with asyncio.timeout(self._timeout):  # not wait_for (3.11 cancellation bug)
+                    ack = await acks.get()
             except TimeoutError:
                 log.warning("snapshot %d to node %d: no acknowledgement in %.1fs", meta.index, m.dst, self._timeout)
                 return False

@@ -116,7 +116,8 @@ class TcpTransport:
         while True:
             first = await queue.get()
             try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
+                async with asyncio.timeout(2.0):  # not wait_for: on 3.11 it can swallow a cancellation
+                    _, writer = await asyncio.open_connection(host, port)
             except (OSError, TimeoutError):
                 self._drop(peer, queue)
                 await asyncio.sleep(backoff * (0.5 + random.random()))  # jittered exponential backoff

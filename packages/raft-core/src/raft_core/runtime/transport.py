@@ -34,7 +34,11 @@ class Transport(Protocol):
         ...
 
     def send(self, messages: Sequence[WireMessage]) -> None:
-        """Queue ``messages`` (each names its ``dst``) for delivery, in order per peer. Never blocks."""
+        """Queue ``messages`` (each names its ``dst``) for delivery. Never blocks.
+
+        Order is kept per peer within a class of messages (a transport may give votes and heartbeats their
+        own lane, ahead of appends); Raft does not rely on order across classes.
+        """
         ...
 
     def address_of(self, node: NodeId) -> str | None:
