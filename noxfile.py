@@ -6,6 +6,9 @@ Extra arguments after `--` are passed through, e.g. `nox -s sim -- --seed 42`.
 
 from __future__ import annotations
 
+import filecmp
+import re
+import tempfile
 from pathlib import Path
 
 import nox
@@ -19,6 +22,13 @@ ROOT = Path(__file__).parent
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"]
+PROTO_TOOLS = ["grpcio-tools==1.85.1", "mypy-protobuf==5.1.0"]
+
+# Generated protobuf code: (proto package under proto/, its _gen directory, that directory's import path).
+# Adding a package's generated code is one line here.
+PROTO_TARGETS: list[tuple[str, str, str]] = [
+    ("raft", "packages/raft-grpc/src/raft_grpc/_gen", "raft_grpc._gen"),
+]
 PER_TEST_TIMEOUT_S = 300
 
 # In-tree packages with their in-tree dependencies, dependencies first.
@@ -46,15 +56,58 @@ def install_editable(session: nox.Session, *packages: str) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """Run ruff lint and the ruff format check."""
-    session.install(RUFF)
+    session.install(RUFF, *PROTO_TOOLS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    with tempfile.TemporaryDirectory() as tmp:
+        for package, gen_dir, module in PROTO_TARGETS:
+            fresh = Path(tmp) / package
+            _generate_proto(session, package, fresh, module)
+            stale = _tree_differences(fresh, ROOT / gen_dir)
+            if stale:
+                session.error(f"{gen_dir} is stale ({', '.join(stale[:5])}): run `nox -s proto` and commit")
+
+
+@nox.session
+def proto(session: nox.Session) -> None:
+    """Regenerate every package's protobuf code (``_gen`` directories) from ``proto/`` with pinned tools."""
+    session.install(*PROTO_TOOLS)
+    for package, gen_dir, module in PROTO_TARGETS:
+        _generate_proto(session, package, ROOT / gen_dir, module)
+
+
+def _generate_proto(session: nox.Session, package: str, out: Path, module: str) -> None:
+    """Compile ``proto/<package>/**.proto`` into ``out`` (replaced) with imports rooted at ``module``."""
+    sources = sorted(str(f) for f in (ROOT / "proto" / package).rglob("*.proto"))
+    if out.exists():
+        for old in sorted(out.rglob("*"), reverse=True):
+            old.rmdir() if old.is_dir() else old.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    outs = [f"--{kind}_out={out}" for kind in ("python", "grpc_python", "mypy", "mypy_grpc")]
+    session.run("python", "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}", *outs, *sources, silent=True)
+    # protoc writes absolute imports of the proto package ("from raft.v1 import raft_pb2"): root them at module.
+    absolute = re.compile(rf"(?<![\w./])({package}(?:\.\w+)*)(?=(?:\.\w+_pb2(?:_grpc)?\b| import \w+_pb2))")
+    for path in [out, *(d for d in out.rglob("*") if d.is_dir())]:
+        (path / "__init__.py").touch()
+    for path in [*out.rglob("*.py"), *out.rglob("*.pyi")]:
+        path.write_text(absolute.sub(rf"{module}.\1", path.read_text()))
+
+
+def _tree_differences(fresh: Path, committed: Path) -> list[str]:
+    """Relative paths that differ between two directory trees (missing, extra or changed files)."""
+    names = {p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    names |= {p.relative_to(committed) for p in committed.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    return sorted(
+        str(n)
+        for n in names
+        if not ((fresh / n).is_file() and (committed / n).is_file() and filecmp.cmp(fresh / n, committed / n, False))
+    )
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Run mypy: --strict on raft-core (src and tests), default config on the rest."""
-    session.install(MYPY, "pydantic>=2.7,<3", *TEST_DEPS)
+    session.install(MYPY, "pydantic>=2.7,<3", "types-protobuf>=7.35,<8", "grpc-stubs>=1.53", *TEST_DEPS)
     install_editable(session, *PACKAGES)
     session.run("mypy", "--strict", "packages/raft-core/src")
     # Tests: strict, except that test functions need not be annotated.
@@ -97,6 +150,14 @@ def sim(session: nox.Session) -> None:
     install_editable(session, "raft-core")
     args = session.posargs or ["--seeds", "2000", "--jobs", "2"]
     session.run("python", "-m", "raft_core.testing.sim", *args)
+
+
+@nox.session(name="runtime-sim")
+def runtime_sim(session: nox.Session) -> None:
+    """Run the seeded simulation of real runtime nodes on a virtual clock (``-- --seeds N``, ``--seed S``)."""
+    install_editable(session, "raft-core")
+    args = session.posargs or ["--seeds", "300"]
+    session.run("python", "-m", "raft_core.testing.runtime_sim", *args)
 
 
 @nox.session
