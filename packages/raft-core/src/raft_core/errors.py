@@ -86,6 +86,13 @@ class CommandFailed(RaftError):
         super().__init__(f"the state machine refused the command: {kind}: {detail}")
 
 
+class ResultNotKept(RaftError):
+    """The command WAS applied, but its result is not a JSON value, so it could not be kept for retries.
+
+    Its result is given to nobody (retries get this error too). Make ``apply`` return JSON values.
+    """
+
+
 class NodeStopped(RaftError):
     """The node is stopped (or stopped itself after a storage failure); nothing more is accepted."""
 

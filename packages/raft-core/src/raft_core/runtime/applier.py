@@ -11,7 +11,7 @@ import logging
 import struct
 from dataclasses import dataclass
 
-from raft_core.errors import CommandFailed, RaftError, SessionError
+from raft_core.errors import CommandFailed, RaftError, ResultNotKept, SessionError
 from raft_core.runtime.envelope import EnvelopeError, decode
 from raft_core.runtime.sessions import SessionTable, Verdict, decode_result, encode_result
 from raft_core.runtime.state_machine import Command, StateMachine
@@ -55,8 +55,9 @@ class Applier:
         sessions = self.sessions
         sessions.advance(env.time)
         if env.register:
-            sessions.register(env.client)
-            return Outcome(env.origin, env.request, env.client)
+            client = str(entry.index)  # an id the log never hands out twice
+            sessions.register(client, ttl_ms=env.ttl_ms, max_sessions=env.max_sessions)
+            return Outcome(env.origin, env.request, client)
         command = Command(entry.index, entry.term, env.command, sessions.log_time)
         if not env.client:
             value, error = self._run(command)
@@ -101,11 +102,13 @@ def _to_record(value: object, error: RaftError | None) -> object:
     try:
         return {"ok": encode_result(value)}
     except TypeError as exc:
-        return {"error": ["TypeError", str(exc)]}
+        return {"unkept": str(exc)}
 
 
 def _from_record(record: object) -> tuple[object, RaftError | None]:
     assert isinstance(record, dict)
+    if "unkept" in record:
+        return None, ResultNotKept(f"the command was applied, but its result was not kept: {record['unkept']}")
     if "error" in record:
         kind, detail = record["error"]
         return None, CommandFailed(str(kind), str(detail))

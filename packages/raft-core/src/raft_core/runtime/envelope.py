@@ -5,9 +5,10 @@ the proposing node and its request number (to resolve the waiting ``propose`` ca
 proposer's clock in ms, read before proposing), and optionally a client session for exactly-once retries.
 
 Layout (little-endian): version u8, flags u8, origin u32, request u64, time i64; then, if a flag is set,
-client id length u8 and client id (UTF-8); with ``SESSION`` also sequence u64 and floor u64 (the lowest
-sequence number whose answer the client still waits for); then the command. ``REGISTER`` opens the
-session named by the client id and carries no command.
+with ``SESSION`` client id length u8, client id (UTF-8), sequence u64 and floor u64 (the lowest sequence
+number whose answer the client still waits for); then the command. ``REGISTER`` opens a session whose id
+will be the entry's log index; it carries the session's time to live (ms, u64) and the most sessions the
+cluster keeps (u32), so that every node expires and evicts sessions by values the log holds.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ SESSION = 1
 REGISTER = 2
 _HEAD = struct.Struct("<BBIQq")
 _SEQ = struct.Struct("<QQ")
+_REGISTER = struct.Struct("<QI")
 MAX_CLIENT_ID_BYTES = 255
 
 
@@ -41,6 +43,8 @@ class Envelope:
     seq: int = 0
     floor: int = 0
     register: bool = False
+    ttl_ms: int = 0
+    max_sessions: int = 0
 
 
 def encode(
@@ -55,9 +59,9 @@ def encode(
     return b"".join((head, _client(client), _SEQ.pack(seq, floor), command))
 
 
-def encode_register(origin: int, request: int, time: int, client: str) -> bytes:
-    """The entry data that opens the session of ``client``."""
-    return _HEAD.pack(VERSION, REGISTER, origin, request, time) + _client(client)
+def encode_register(origin: int, request: int, time: int, ttl_ms: int, max_sessions: int) -> bytes:
+    """The entry data that opens a session living ``ttl_ms`` of log time, in a table of ``max_sessions``."""
+    return _HEAD.pack(VERSION, REGISTER, origin, request, time) + _REGISTER.pack(ttl_ms, max_sessions)
 
 
 def _client(client: str) -> bytes:
@@ -78,15 +82,16 @@ def decode(data: bytes) -> Envelope:
     if not flags:
         return Envelope(origin, request, time, data[at:])
     try:
+        if flags == REGISTER:
+            ttl_ms, max_sessions = _REGISTER.unpack_from(data, at)
+            return Envelope(origin, request, time, b"", register=True, ttl_ms=ttl_ms, max_sessions=max_sessions)
+        if flags != SESSION:
+            raise EnvelopeError(f"unknown envelope flags {flags:#x}")
         n = data[at]
         if len(data) < at + 1 + n:
             raise EnvelopeError(f"entry data of {len(data)} bytes ends inside the client id")
         client = data[at + 1 : at + 1 + n].decode()
         at += 1 + n
-        if flags == REGISTER:
-            return Envelope(origin, request, time, b"", client, register=True)
-        if flags != SESSION:
-            raise EnvelopeError(f"unknown envelope flags {flags:#x}")
         seq, floor = _SEQ.unpack_from(data, at)
         if not 1 <= floor <= seq:
             raise EnvelopeError(f"a session command needs 1 <= floor <= seq, got seq={seq}, floor={floor}")

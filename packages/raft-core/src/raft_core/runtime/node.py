@@ -19,7 +19,6 @@ import itertools
 import logging
 import random
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +48,7 @@ from raft_core.runtime.state_machine import StateMachine
 from raft_core.runtime.transport import Transport
 from raft_core.runtime.wire import ProposalRefused, SnapshotChunk, SnapshotChunkAck, WireMessage
 from raft_core.storage.protocol import Storage
-from raft_core.types import NONE, Entry, NodeId, Role, SoftState
+from raft_core.types import NONE, Entry, HardState, NodeId, Role, SoftState
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +97,7 @@ class Node:
         self._rng = rng
         self._clock = clock or _wall_clock_ms
         opts = self.options
-        self._applier = Applier(
-            state_machine,
-            SessionTable(ttl_ms=int(opts.session_ttl * 1000), max_sessions=opts.max_sessions),
-        )
+        self._applier = Applier(state_machine, SessionTable())
         self._core: RaftNode | None = None
         self._sender = SnapshotSender(
             node_id,
@@ -119,8 +115,13 @@ class Node:
         self._inbox: deque[WireMessage] = deque()
         self._proposals: deque[tuple[bytes, int]] = deque()
         self._read_queue: deque[bytes] = deque()
+        self._queued_reads: set[bytes] = set()  # the contexts in _read_queue
         self._transfers: deque[NodeId] = deque()
-        self._parked: list[tuple[bytes, int]] = []  # proposals waiting for a leader to be known
+        self._parked: dict[int, bytes] = {}  # request -> data: proposals waiting for a leader to be known
+        self._resendable: set[int] = set()  # requests that carry a session: duplicates are harmless
+        self._forwarded: dict[int, bytes] = {}  # resendable requests forwarded to the leader, not yet answered
+        self._unsynced_hard_state: HardState | None = None  # a commit-only change, stored with the next sync
+        self._durable_term_vote = (0, 0)  # (term, vote) as last persisted
         # Callers waiting for an answer.
         self._waiting: dict[int, asyncio.Future[object]] = {}
         self._by_index: dict[int, int] = {}  # log index -> request, for this leader's own proposals
@@ -128,12 +129,13 @@ class Node:
         self._reads_to_apply: list[tuple[int, bytes]] = []  # heap of (read index, context)
         self._observers: list[Callable[[LeaderChange], None]] = []
         self._leader_waiters: list[asyncio.Future[None]] = []
-        # Request numbers start at random so that a restarted node never reuses one still in the log.
-        self._rand = random.Random(rng.getrandbits(64)) if rng is not None else random.SystemRandom()
-        self._requests = itertools.count(self._rand.getrandbits(47) << 16)
+        # Request numbers (and read contexts) start at random, from the system's generator and never from
+        # ``rng``: a restarted node must not reuse a number that entries still in the log carry.
+        self._requests = itertools.count(random.SystemRandom().getrandbits(47) << 16)
         self._ticks_since_read_retry = 0
         self._applied = 0
         self._snapshot_index = 0
+        self._snapshot_failed_at = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped: RaftError | None = None
         self._started = False
@@ -142,13 +144,26 @@ class Node:
 
     async def start(self) -> None:
         """Restore from the latest snapshot, replay the committed log, and start ticking and serving."""
-        if self._started:
-            raise RuntimeError("node already started")
+        if self._started or self._stopped is not None:
+            raise RuntimeError("node already started (a stopped node cannot start again: build a new one)")
         self._started = True
+        try:
+            await self._start()
+        except BaseException as exc:
+            # Undo the partial start (no thread, task or open file is left behind). The storage is closed,
+            # so this node is done: build a new Node over reopened storage to try again.
+            self._stopped = NodeStopped(f"node {self.id} failed to start: {exc!r}")
+            await self.stop()
+            self._core = None
+            raise
+
+    async def _start(self) -> None:
         snapshot = self._storage.snapshot()
         if not snapshot.is_empty():
             self._applier.restore(snapshot.data)
         self._applied = self._snapshot_index = snapshot.meta.index
+        stored = self._storage.initial_state().hard_state
+        self._durable_term_vote = (stored.term, stored.vote)
         config = self.options.core_config(self.id, applied=snapshot.meta.index)
         self._core = RaftNode(config, self._storage, self._rng)
         if self.options.persist_in_thread:
@@ -175,6 +190,12 @@ class Node:
             self._executor.shutdown(wait=True)
             self._executor = None
         if self._started:
+            if self._unsynced_hard_state is not None:  # a clean stop keeps the newest commit index too
+                hard_state, self._unsynced_hard_state = self._unsynced_hard_state, None
+                try:
+                    self._storage.persist(hard_state=hard_state, entries=(), snapshot=None, sync=True)
+                except Exception as exc:  # harmless: the leader tells a restarted node the commit index again
+                    log.warning("node %d could not store its last commit index on stop: %s", self.id, exc)
             self._storage.close()
             self._started = False
         self._fail_all(self._stopped)
@@ -220,25 +241,34 @@ class Node:
             data = envelope.encode(
                 self.id, request, self._clock(), command, client, seq, seq if floor is None else floor
             )
-        else:
-            data = envelope.encode(self.id, request, self._clock(), command)
+            return await self._submit(request, data, timeout, resendable=True)
+        data = envelope.encode(self.id, request, self._clock(), command)
         return await self._submit(request, data, timeout)
 
-    async def open_session(self, client: str | None = None, *, timeout: float | None = None) -> str:
-        """Open an exactly-once session and return its client id (a fresh random one unless given).
+    async def open_session(self, *, timeout: float | None = None) -> str:
+        """Open an exactly-once session and return its client id (the log index of its opening entry).
 
         Commands proposed with it are applied at most once each, even when retried on another node. A
         session unused for ``NodeOptions.session_ttl`` of log time expires; commands for it then fail with
-        ``SessionError`` and were not applied.
+        ``SessionError`` and were not applied. Ids are never reused: after a ``SessionError``, open a new
+        session (and treat commands whose outcome was unknown as possibly applied).
         """
         self._check_running()
-        client = client or uuid.UUID(int=self._rand.getrandbits(128), version=4).hex
+        opts = self.options
         request = next(self._requests)
-        result = await self._submit(request, envelope.encode_register(self.id, request, self._clock(), client), timeout)
-        assert result == client
+        data = envelope.encode_register(
+            self.id, request, self._clock(), int(opts.session_ttl * 1000), opts.max_sessions
+        )
+        client = await self._submit(request, data, timeout, resendable=True)  # a lost duplicate only idles
+        assert isinstance(client, str)
         return client
 
-    async def _submit(self, request: int, data: bytes, timeout: float | None) -> object:
+    async def _submit(self, request: int, data: bytes, timeout: float | None, *, resendable: bool = False) -> object:
+        """Queue ``data`` for proposing and wait for its outcome.
+
+        A ``resendable`` command (one whose duplicates the session table answers without applying) that was
+        forwarded is forwarded again when a new leader appears: the old leader may have died with it.
+        """
         if len(self._waiting) >= self.options.max_pending_proposals:
             raise Overloaded(
                 f"{len(self._waiting)} proposals are already waiting on node {self.id} "
@@ -246,6 +276,8 @@ class Node:
             )
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._waiting[request] = future
+        if resendable:
+            self._resendable.add(request)
         self._proposals.append((data, request))
         self._wake.set()
         deadline = self.options.proposal_timeout if timeout is None else timeout
@@ -259,6 +291,9 @@ class Node:
             ) from None
         finally:
             self._waiting.pop(request, None)
+            self._parked.pop(request, None)
+            self._resendable.discard(request)
+            self._forwarded.pop(request, None)
 
     @overload
     async def read(self, query: None = None, *, timeout: float | None = None) -> None: ...
@@ -273,10 +308,15 @@ class Node:
         Works on followers too (ReadIndex asks the leader). Raises ``ReadTimeout`` after ``timeout``.
         """
         self._check_running()
+        if len(self._reads) >= self.options.max_pending_reads:
+            raise Overloaded(
+                f"{len(self._reads)} reads are already waiting on node {self.id} "
+                f"(limit {self.options.max_pending_reads}); retry shortly"
+            )
         context = next(self._requests).to_bytes(8, "little")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._reads[context] = future
-        self._read_queue.append(context)
+        self._queue_read(context)
         self._wake.set()
         deadline = self.options.read_timeout if timeout is None else timeout
         try:
@@ -413,6 +453,7 @@ class Node:
             self._propose(core, *self._proposals.popleft())
         while self._read_queue:
             context = self._read_queue.popleft()
+            self._queued_reads.discard(context)
             if context in self._reads:
                 with contextlib.suppress(NotLeader):  # retried when a leader is known (see _retry_reads)
                     core.read_index(context)
@@ -475,7 +516,7 @@ class Node:
             index = core.propose(data)
         except NotLeader as exc:
             if exc.leader == NONE and self.options.forward_proposals:
-                self._parked.append((data, request))  # proposed again once a leader is known
+                self._parked[request] = data  # proposed again once a leader is known
             else:
                 address = self._transport.address_of(exc.leader) if exc.leader != NONE else None
                 future.set_exception(NotLeader(exc.leader, address=address))
@@ -484,34 +525,68 @@ class Node:
         else:
             if index is not None:
                 self._by_index[index] = request
+            elif request in self._resendable:
+                self._forwarded[request] = data
 
     async def _handle_ready(self, core: RaftNode, rd: Ready) -> None:
         if rd.soft_state is not None:
             self._on_soft_state(core, rd.soft_state)
-        if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
-            persist = partial(
-                self._storage.persist,
-                hard_state=rd.hard_state,
-                entries=rd.entries,
-                snapshot=rd.snapshot,
-                sync=rd.must_sync,
-            )
-            if rd.must_sync and self._executor is not None:
-                await asyncio.get_running_loop().run_in_executor(self._executor, persist)
-            else:
-                persist()
-        if rd.messages:
-            self._send_messages(rd.messages)
-        if rd.snapshot is not None:
-            self._restore(rd.snapshot.meta.index, rd.snapshot.data)
+        if core.role is Role.LEADER and rd.snapshot is None and not self._changes_term_or_vote(rd):
+            # Raft §10.2.1: a leader's messages promise nothing about its own disk (it counts its entries
+            # toward a commit only once persisted), so it sends them, and applies what is already committed,
+            # while its fsync runs: the leader's and the followers' fsyncs overlap.
+            if rd.messages:
+                self._send_messages(rd.messages)
+            persisting = self._start_persist(rd)
+            self._apply_ready(rd)
+            if persisting is not None:
+                await persisting
+        else:
+            persisting = self._start_persist(rd)
+            if persisting is not None:
+                await persisting
+            if rd.messages:
+                self._send_messages(rd.messages)
+            if rd.snapshot is not None:
+                self._restore(rd.snapshot.meta.index, rd.snapshot.data)
+            self._apply_ready(rd)
+        core.advance(rd)
+        self._resolve_reads()
+        await self._maybe_snapshot()
+
+    def _apply_ready(self, rd: Ready) -> None:
         for entry in rd.committed_entries:
             self._apply(entry)
         for rs in rd.read_states:
             if rs.context in self._reads:
                 heapq.heappush(self._reads_to_apply, (rs.index, rs.context))
-        core.advance(rd)
-        self._resolve_reads()
-        await self._maybe_snapshot()
+
+    def _changes_term_or_vote(self, rd: Ready) -> bool:
+        hs = rd.hard_state
+        return hs is not None and (hs.term, hs.vote) != self._durable_term_vote
+
+    def _start_persist(self, rd: Ready) -> asyncio.Future[None] | None:
+        """Start persisting the Ready (None when there is nothing to write now).
+
+        Every record written is synced; a commit-only change waits for the next sync. Losing a commit
+        index in a crash is harmless (the leader tells it again), and writing only synced records keeps the
+        log's promise: damage inside what was acknowledged is detected, never truncated.
+        """
+        if not rd.must_sync:
+            if rd.hard_state is not None:
+                self._unsynced_hard_state = rd.hard_state
+            return None
+        hard_state = rd.hard_state if rd.hard_state is not None else self._unsynced_hard_state
+        self._unsynced_hard_state = None
+        if hard_state is not None:
+            self._durable_term_vote = (hard_state.term, hard_state.vote)
+        persist = partial(
+            self._storage.persist, hard_state=hard_state, entries=rd.entries, snapshot=rd.snapshot, sync=True
+        )
+        if self._executor is not None:
+            return asyncio.get_running_loop().run_in_executor(self._executor, persist)
+        persist()
+        return None
 
     def _send_messages(self, messages: Sequence[Message]) -> None:
         plain: list[WireMessage] = []
@@ -569,10 +644,16 @@ class Node:
 
     async def _maybe_snapshot(self) -> None:
         opts = self.options
-        since = self._applied - self._snapshot_index
+        since = self._applied - max(self._snapshot_index, self._snapshot_failed_at)
         if since <= 0 or (since < opts.snapshot_entries and self._applier.bytes_since_snapshot < opts.snapshot_bytes):
             return
-        index, data = self._applied, self._applier.snapshot_data()
+        index = self._applied
+        try:
+            data = self._applier.snapshot_data()
+        except Exception as exc:  # the state machine cannot serialize itself: keep serving, try again later
+            log.error("node %d could not take a snapshot at %d: %s", self.id, index, exc)
+            self._snapshot_failed_at = index  # try again after as many entries more
+            return
         await self._storage_call(self._storage.create_snapshot, index, data)
         self._snapshot_index = index
         keep_from = index - opts.compact_keep_entries
@@ -599,8 +680,13 @@ class Node:
         """Ask again for reads not yet answered (the request or its answer may have been lost)."""
         waiting = {context for _, context in self._reads_to_apply}
         for context, future in self._reads.items():
-            if not future.done() and context not in waiting and context not in self._read_queue:
-                self._read_queue.append(context)
+            if not future.done() and context not in waiting:
+                self._queue_read(context)
+
+    def _queue_read(self, context: bytes) -> None:
+        if context not in self._queued_reads:
+            self._queued_reads.add(context)
+            self._read_queue.append(context)
 
     def _on_soft_state(self, core: RaftNode, soft: SoftState) -> None:
         change = LeaderChange(self.id, soft.leader, soft.role, core.term)
@@ -608,8 +694,10 @@ class Node:
         if soft.role is not Role.LEADER:
             self._sender.cancel_all()
         if soft.leader != NONE:
-            parked, self._parked = self._parked, []
-            self._proposals.extend(parked)
+            parked, self._parked = self._parked, {}
+            self._proposals.extend((data, request) for request, data in parked.items())
+            forwarded, self._forwarded = self._forwarded, {}
+            self._proposals.extend((data, request) for request, data in forwarded.items())
             self._retry_reads()
         waiters, self._leader_waiters = self._leader_waiters, []
         for waiter in waiters:
@@ -627,11 +715,12 @@ class Node:
             if not future.done():
                 future.set_exception(error)
         self._parked.clear()
+        self._forwarded.clear()
         self._proposals.clear()
 
     def _check_running(self) -> None:
         if self._stopped is not None:
-            raise self._stopped
+            raise NodeStopped(str(self._stopped))
         if self._core is None:
             raise NodeStopped(f"node {self.id} is not started")
 

@@ -42,7 +42,14 @@ class NodeOptions(BaseModel):
         description="Entry bytes a leader holds uncommitted before it refuses proposals with Overloaded.",
     )
     max_command_bytes: int = Field(
-        default=4 << 20, ge=1, description="Largest command propose() accepts (bytes, before its envelope)."
+        default=4 << 20,
+        ge=1,
+        le=16 << 20,
+        description="Largest command propose() accepts (bytes, before its envelope); at most 16 MiB, so that "
+        "every transport can carry it.",
+    )
+    max_pending_reads: int = Field(
+        default=4096, ge=1, description="Reads this node may have waiting; more are refused with Overloaded."
     )
     max_entries_per_append: int = Field(
         default=1 << 20, ge=1, description="Largest entry payload total (bytes) in one AppendEntries."
@@ -58,18 +65,27 @@ class NodeOptions(BaseModel):
         ge=0,
         description="Entries kept below a new snapshot, so slightly slow followers catch up from the log.",
     )
-    snapshot_chunk_bytes: int = Field(default=1 << 20, ge=1, description="Bytes per snapshot chunk sent.")
+    snapshot_chunk_bytes: int = Field(
+        default=1 << 20, ge=1, le=16 << 20, description="Bytes per snapshot chunk sent (at most 16 MiB)."
+    )
     snapshot_window: int = Field(default=4, ge=1, description="Snapshot chunks in flight per follower.")
     snapshot_chunk_timeout: float = Field(
         default=5.0, gt=0, description="Seconds to wait for a chunk's acknowledgement before giving up."
     )
     session_ttl: float = Field(
         default=3600.0,
-        gt=0,
-        description="A client session unused for this long (in log time) expires. Log time is the clock of "
-        "the proposing node, written into each command, so every node expires sessions identically.",
+        ge=0.001,
+        le=10 * 365 * 86400.0,
+        description="A session opened by this node expires once unused for this long in log time. Log time is "
+        "the proposing node's clock, written into each command; the TTL is written into the session's opening "
+        "entry. Both travel in the log, so every node expires sessions identically.",
     )
-    max_sessions: int = Field(default=100_000, ge=1, description="Most client sessions kept; the idlest go first.")
+    max_sessions: int = Field(
+        default=100_000,
+        ge=1,
+        le=(1 << 32) - 1,
+        description="Most sessions the cluster keeps (the idlest go first), written into each opening entry.",
+    )
     max_inbox_messages: int = Field(
         default=65_536,
         ge=1,

@@ -81,9 +81,21 @@ class ReplicatedObject:
         return target(self, *call["a"], **call["k"])
 
     def snapshot(self) -> bytes:
-        """The public attributes as JSON."""
+        """The public attributes as JSON.
+
+        Raises TypeError naming the attribute when one would not come back unchanged from JSON (a tuple, a
+        set, a dict with non-string keys): a node restored from such a snapshot would differ from the others.
+        """
         state = {k: v for k, v in vars(self).items() if not k.startswith("_")}
-        return json.dumps(state, sort_keys=True, separators=(",", ":")).encode()
+        data = json.dumps(state, sort_keys=True, separators=(",", ":")).encode()
+        restored = json.loads(data)
+        for key, value in state.items():
+            if restored[key] != value or _shape(restored[key]) != _shape(value):
+                raise TypeError(
+                    f"{type(self).__name__}.{key} does not survive a JSON snapshot unchanged; keep public "
+                    "attributes to JSON values (str dict keys, lists, no tuples or sets) or override snapshot/restore"
+                )
+        return data
 
     def restore(self, data: bytes) -> None:
         """Replace the public attributes with a snapshot's."""
@@ -155,3 +167,12 @@ def query(method: Callable[Concatenate[O, P], R]) -> Callable[Concatenate[O, P],
 
     functools.update_wrapper(read, method)
     return read
+
+
+def _shape(value: object) -> object:
+    """The container types and dict keys of ``value`` (what JSON could change without changing ``==``)."""
+    if isinstance(value, dict):
+        return ("dict", tuple((type(k).__name__, _shape(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, tuple(_shape(v) for v in value))
+    return type(value).__name__

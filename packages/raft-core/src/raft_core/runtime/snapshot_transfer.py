@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
+from raft_core.errors import StorageError
 from raft_core.messages import InstallSnapshot
 from raft_core.runtime.wire import SnapshotChunk, SnapshotChunkAck, WireMessage
 from raft_core.types import NodeId, Snapshot, SnapshotMeta
@@ -74,6 +76,8 @@ class MemoryIncoming:
         """Append ``data`` (``offset`` must be the next byte)."""
         if offset != len(self._buf):
             raise TransferError(f"chunk at offset {offset}, expected {len(self._buf)}")
+        if offset + len(data) > self._size:
+            raise TransferError(f"chunk runs to byte {offset + len(data)}, past the announced size {self._size}")
         self._buf += data
 
     def finish(self) -> Snapshot:
@@ -205,7 +209,13 @@ class SnapshotReceiver:
         """Store one chunk and acknowledge it; the whole message once the last chunk is in and intact."""
         key = (c.src, c.term, c.meta.index)
         if c.offset == 0:
-            self._start(key, c)
+            try:
+                self._start(key, c)
+            except (StorageError, OSError, ValueError, struct.error) as exc:
+                log.warning("snapshot %d from node %d refused: %s", c.meta.index, c.src, exc)
+                self.abort()
+                self._ack(c, 0, ok=False)
+                return None
         incoming = self._incoming
         if incoming is None or key != self._key or c.offset != incoming.received:
             got = incoming.received if incoming is not None and key == self._key else 0
@@ -214,7 +224,7 @@ class SnapshotReceiver:
         try:
             incoming.write(c.offset, c.data)
             snapshot = incoming.finish() if c.done else None
-        except (TransferError, OSError, ValueError) as exc:
+        except (TransferError, StorageError, OSError, ValueError, struct.error) as exc:
             log.warning("snapshot %d from node %d refused: %s", c.meta.index, c.src, exc)
             self.abort()
             self._ack(c, 0, ok=False)

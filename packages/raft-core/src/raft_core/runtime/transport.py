@@ -37,7 +37,9 @@ class Transport(Protocol):
         """Queue ``messages`` (each names its ``dst``) for delivery. Never blocks.
 
         Order is kept per peer within a class of messages (a transport may give votes and heartbeats their
-        own lane, ahead of appends); Raft does not rely on order across classes.
+        own lane, ahead of appends); Raft does not rely on order across classes. A message may be lost but
+        is delivered at most once: the runtime takes a refusal of a forwarded proposal to mean that nothing
+        of it was appended.
         """
         ...
 

@@ -10,7 +10,9 @@ Transports carry ``WireMessage``s and know nothing else of Raft.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Annotated, TypeAlias
+
+from pydantic import Field
 
 from raft_core.messages import Message
 from raft_core.types import Id, Index, SnapshotMeta, Term
@@ -27,9 +29,9 @@ class SnapshotChunk:
     dst: Id
     term: Term
     meta: SnapshotMeta
-    size: int
-    checksum: int
-    offset: int
+    size: Annotated[int, Field(ge=0, lt=1 << 63)]
+    checksum: Annotated[int, Field(ge=0, lt=1 << 32)]
+    offset: Annotated[int, Field(ge=0, lt=1 << 63)]
     data: bytes
     done: bool = False
 
@@ -46,7 +48,7 @@ class SnapshotChunkAck:
     dst: Id
     term: Term
     index: Index
-    received: int
+    received: Annotated[int, Field(ge=0, lt=1 << 63)]
     ok: bool = True
 
 

@@ -202,8 +202,20 @@ class IncomingSnapshot:
         self._crc = 0
         self._target = store.directory / _name(meta)
         self._tmp = self._target.with_name(self._target.name + ".partial")
+        try:
+            header = encode_header(meta, size, checksum)  # before opening anything: bad values raise here
+        except (struct.error, ValueError, OverflowError) as exc:
+            raise SnapshotTransferError(
+                f"snapshot {meta.index}: invalid size {size} or checksum {checksum}: {exc}"
+            ) from None
         self._fd: int | None = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        write_all(self._fd, encode_header(meta, size, checksum))
+        try:
+            write_all(self._fd, header)
+        except OSError:
+            os.close(self._fd)
+            self._fd = None
+            self._tmp.unlink(missing_ok=True)
+            raise
 
     def write(self, offset: int, data: bytes) -> None:
         """Append the chunk ``data`` found at ``offset`` of the snapshot's data.

@@ -578,14 +578,15 @@ class _Sim:
 
     async def client(self, name: str) -> None:
         rng = random.Random(f"{self.seed}-{name}")
-        if not await self.open_session(name, rng):
+        session = await self.open_session(name, rng)
+        if session is None:
             return
         seq = 0
         while not self.stopping:
             seq += 1
             fail = rng.random() < 0.05
             data = command(name, seq, rng.randint(1, 9), fail=fail)
-            first = await self.until_answered(name, seq, data, rng)
+            first = await self.until_answered(name, session, seq, data, rng)
             if first is None:
                 return
             self.answers[(name, seq)] = first
@@ -596,28 +597,30 @@ class _Sim:
                 self.acked_ok[name] = seq
             if rng.random() < 0.25:
                 # Ask again with the same session: the answer must be the first one, and nothing re-applied.
-                again = await self.until_answered(name, seq, data, rng)
+                again = await self.until_answered(name, session, seq, data, rng)
                 if again is not None:
                     self.stats.resends += 1
                     if _answer_key(again) != _answer_key(first):
                         self.fail(f"{name}#{seq}: retry answered {again!r}, first answer was {first!r}")
             await asyncio.sleep(rng.uniform(0.0, 0.2))
 
-    async def open_session(self, name: str, rng: random.Random) -> bool:
-        """Open the session ``name`` (retried until some node answers: opening is idempotent)."""
+    async def open_session(self, name: str, rng: random.Random) -> str | None:
+        """Open a session for client ``name``; its id, or None if no node ever answered.
+
+        Retried until some node answers: a lost answer only leaves an unused session behind.
+        """
         for _ in range(2000):
             live = self.cluster.live()
             if live:
                 try:
-                    await rng.choice(live).open_session(name, timeout=rng.choice([0.5, 1.0, 3.0]))
-                    return True
+                    return await rng.choice(live).open_session(timeout=rng.choice([0.5, 1.0, 3.0]))
                 except RETRYABLE:
                     pass
             await asyncio.sleep(rng.uniform(0.02, 0.3))
         self.fail(f"{name}: could not open a session after 2000 attempts")
-        return False
+        return None
 
-    async def until_answered(self, name: str, seq: int, data: bytes, rng: random.Random) -> object | None:
+    async def until_answered(self, name: str, session: str, seq: int, data: bytes, rng: random.Random) -> object | None:
         """Propose ``data`` as (name, seq) until some node answers; the answer (a ``CommandFailed`` included)."""
         c = self.cluster
         attempts = 0
@@ -634,7 +637,7 @@ class _Sim:
                 self.fail(f"{name}#{seq}: no answer after 2000 attempts")
                 return None
             try:
-                return await node.propose(data, client=name, seq=seq, timeout=rng.choice([0.5, 1.0, 3.0]))
+                return await node.propose(data, client=session, seq=seq, timeout=rng.choice([0.5, 1.0, 3.0]))
             except CommandFailed as exc:
                 return exc
             except SessionError as exc:
