@@ -28,6 +28,7 @@ PROTO_TOOLS = ["grpcio-tools==1.85.1", "mypy-protobuf==5.1.0"]
 # Adding a package's generated code is one line here.
 PROTO_TARGETS: list[tuple[str, str, str]] = [
     ("raft", "packages/raft-grpc/src/raft_grpc/_gen", "raft_grpc._gen"),
+    ("kv", "packages/raft-grpc/src/raft_grpc/kv/_gen", "raft_grpc.kv._gen"),
 ]
 PER_TEST_TIMEOUT_S = 300
 
@@ -142,6 +143,14 @@ def unit(session: nox.Session, package: str) -> None:
         f"packages/{package}/tests",
         *session.posargs,
     )
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """Run the multi-process cluster tests in tests/integration (``-- --long`` adds the long variants)."""
+    session.install(*TEST_DEPS)
+    install_editable(session, "raft-core", "raft-grpc")
+    session.run("pytest", f"--timeout={PER_TEST_TIMEOUT_S}", "tests/integration", *session.posargs)
 
 
 @nox.session
