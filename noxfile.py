@@ -1,6 +1,6 @@
 """Nox sessions for the monorepo.
 
-`python3 -m nox` runs the default sessions (lint, typecheck, unit). List all with `nox -l`.
+`python3 -m nox` runs the default sessions (lint, typecheck, unit, integration). List all with `nox -l`.
 Extra arguments after `--` are passed through, e.g. `nox -s sim -- --seed 42`.
 """
 
@@ -15,7 +15,7 @@ import nox
 
 nox.needs_version = ">=2024.10"
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "typecheck", "unit"]
+nox.options.sessions = ["lint", "typecheck", "unit", "integration"]
 nox.options.reuse_venv = "yes"
 
 ROOT = Path(__file__).parent
@@ -171,11 +171,13 @@ def runtime_sim(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run the raft-core benchmarks: the protocol core, durable storage and the runtime (fsync on)."""
+    """Run the benchmarks: raft-core's core, storage and runtime, then raft-grpc's real clusters (fsync on)."""
     install_editable(session, "raft-core")
     session.run("python", "packages/raft-core/benchmarks/bench_core.py", *session.posargs)
     session.run("python", "packages/raft-core/benchmarks/bench_storage.py", *session.posargs)
     session.run("python", "packages/raft-core/benchmarks/bench_runtime.py", *session.posargs)
+    install_editable(session, "raft-grpc")
+    session.run("python", "packages/raft-grpc/benchmarks/bench_kv.py", *session.posargs)
 
 
 @nox.session
