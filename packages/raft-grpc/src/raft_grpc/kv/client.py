@@ -71,6 +71,7 @@ class KvClient:
         self.attempt_timeout = attempt_timeout or max(0.5, timeout * 0.4)
         self._endpoints = list(dict.fromkeys(endpoints))
         self._current = 0
+        self._find_leader = True  # before the first write, and after a failover, look for the leader
         self._stubs: dict[str, tuple[grpc.aio.Channel, Any]] = {}  # the generated stub is typed for sync channels
         self._client_id: str | None = None
         self._session_lock = asyncio.Lock()
@@ -147,6 +148,8 @@ class KvClient:
     async def _write(self, method: str, build: Callable[[pb.WriteHeader], Any], timeout: float | None) -> Any:
         deadline = self._deadline(timeout)
         client = await self._session(deadline)
+        if self._find_leader:
+            await self._aim_at_leader(deadline)
         seq = self._next_seq
         self._next_seq += 1
         self._in_flight.add(seq)
@@ -159,6 +162,21 @@ class KvClient:
             raise
         finally:
             self._in_flight.discard(seq)
+
+    async def _aim_at_leader(self, deadline: float) -> None:
+        """Point writes at the leader the current endpoint knows of.
+
+        A follower would forward them: two more hops per write. Best effort: on any failure the writes go
+        where they went.
+        """
+        self._find_leader = False
+        endpoint = self._endpoints[self._current % len(self._endpoints)]
+        try:
+            status = await self._stub(endpoint).Status(pb.StatusRequest(), timeout=min(0.5, deadline - _now()))
+        except (grpc.aio.AioRpcError, ValueError):
+            return
+        if status.leader_address and status.leader_address != endpoint:
+            self._retarget(endpoint, status.leader_address)
 
     async def _session(self, deadline: float) -> str:
         async with self._session_lock:
@@ -188,6 +206,7 @@ class KvClient:
                 if status not in _RETRY and status is not grpc.StatusCode.FAILED_PRECONDITION:
                     raise KvError(last, code) from None
                 self._retarget(endpoint, hint)
+                self._find_leader = hint is None  # after this write, ask the next endpoint who leads
                 if hint is None or attempt > 0:
                     await asyncio.sleep(min(self._backoff(attempt), max(0.0, deadline - _now())))
                 attempt += 1

@@ -8,7 +8,6 @@ unexpected to INTERNAL with a generic message (the details go to the server log)
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -25,7 +24,7 @@ from raft_core.errors import (
     ReadTimeout,
     SessionError,
 )
-from raft_core.runtime import LeaderChange, Node
+from raft_core.runtime import Node
 from raft_core.types import NONE
 from raft_grpc.kv._gen.kv.v1 import kv_pb2 as pb
 from raft_grpc.kv._gen.kv.v1 import kv_pb2_grpc as pb_grpc
@@ -117,7 +116,7 @@ class KvService(pb_grpc.DataServiceServicer):
         """Open an exactly-once session (a log entry) and return its client id."""
 
         async def work(timeout: float) -> pb.OpenSessionResponse:
-            client = await self._until_leader_changes(lambda t: self.node.open_session(timeout=t), timeout)
+            client = await self.node.open_session(timeout=timeout)
             assert isinstance(client, str)
             return pb.OpenSessionResponse(client_id=client)
 
@@ -207,48 +206,12 @@ class KvService(pb_grpc.DataServiceServicer):
     # -- internals ------------------------------------------------------------------------------------------
 
     async def _propose(self, header: pb.WriteHeader, command: bytes, timeout: float) -> dict[str, Any]:
+        # A write carries its (client_id, seq): if the leader it was forwarded to dies, the node forwards it
+        # again to the next leader, and the session table applies it once whatever the number of copies.
         client, seq, floor = _check_header(header)
-
-        def propose(t: float) -> Awaitable[object]:
-            return self.node.propose(command, client=client, seq=seq, floor=floor, timeout=t)
-
-        result = await self._until_leader_changes(propose, timeout)
+        result = await self.node.propose(command, client=client, seq=seq, floor=floor, timeout=timeout)
         assert isinstance(result, dict)
         return result
-
-    async def _until_leader_changes(self, attempt: Callable[[float], Awaitable[object]], timeout: float) -> object:
-        """Run ``attempt``, and run it again whenever a new leader becomes known, until ``timeout``.
-
-        A proposal forwarded to a leader that then died is lost, and would otherwise wait out its whole
-        deadline. Proposing again is safe: a write carries its (client_id, seq), so the session table applies
-        it once and answers every copy with the first result (a session opened twice is only an idle session).
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            changed = asyncio.Event()
-            seen = [self.node.leader]  # the last leader known during this attempt
-
-            def observe(change: LeaderChange, seen: list[int] = seen, changed: asyncio.Event = changed) -> None:
-                # A first leader after none needs nothing: the node proposes parked commands itself.
-                if change.leader != NONE:
-                    if seen[0] not in (NONE, change.leader):
-                        changed.set()
-                    seen[0] = change.leader
-
-            unsubscribe = self.node.add_observer(observe)
-            task = loop.create_task(_as_coroutine(attempt(max(0.01, deadline - loop.time()))))
-            waiter = loop.create_task(changed.wait())
-            try:
-                await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                unsubscribe()
-                waiter.cancel()
-                if not task.done():
-                    task.cancel()
-            if task.done() and not task.cancelled():
-                return task.result()
-            log.debug("leader changed to %d while a write was in flight: proposing it again", self.node.leader)
 
     async def _serve(self, context: Any, work: Callable[[float], Awaitable[T]]) -> T:
         """Run ``work`` with the call's time budget; map any failure to a status and abort the call."""
@@ -279,10 +242,6 @@ class KvService(pb_grpc.DataServiceServicer):
         if address:
             hint.append((LEADER_KEY, address))
         return tuple(hint)
-
-
-async def _as_coroutine(awaitable: Awaitable[T]) -> T:
-    return await awaitable
 
 
 def _check_header(header: pb.WriteHeader) -> tuple[str, int, int]:
