@@ -85,8 +85,12 @@ async def throughput(clients: int, seconds: float) -> tuple[float, float, float]
         for node in nodes:
             await node.stop()
     latencies.sort()
-    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
-    return len(latencies) / elapsed, p(0.50), p(0.99)
+    return len(latencies) / elapsed, _ms_at(latencies, 0.50), _ms_at(latencies, 0.99)
+
+
+def _ms_at(sorted_seconds: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted durations in seconds, in milliseconds."""
+    return sorted_seconds[min(len(sorted_seconds) - 1, int(q * len(sorted_seconds)))] * 1000
 
 
 async def overload(burst: int, seconds: float) -> tuple[int, int, bool]:

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 
 from raft_core.errors import StorageError
-from raft_core.storage import MemoryStorage
+from raft_core.storage import MemoryStorage, Storage
 from raft_core.types import Entry, EntryKind, HardState, Membership, Snapshot, SnapshotMeta
 
 BOOT = Membership.of(1, 2, 3)
@@ -76,17 +76,15 @@ def next_op(rng: random.Random, mem: MemoryStorage, *, snapshots: bool = True) -
     return Persist(hs, entries, snapshot, sync=rng.random() < 0.8)
 
 
-def apply_op(storage: object, op: Op) -> str | None:
+def apply_op(storage: Storage, op: Op) -> str | None:
     """Apply ``op``; returns the name of the storage error it raised, if any (to compare implementations)."""
     try:
         if isinstance(op, Persist):
-            storage.persist(  # type: ignore[attr-defined]
-                hard_state=op.hard_state, entries=op.entries, snapshot=op.snapshot, sync=op.sync
-            )
+            storage.persist(hard_state=op.hard_state, entries=op.entries, snapshot=op.snapshot, sync=op.sync)
         elif isinstance(op, Create):
-            storage.create_snapshot(op.index, op.data, op.membership)  # type: ignore[attr-defined]
+            storage.create_snapshot(op.index, op.data, op.membership)
         else:
-            storage.compact(op.index)  # type: ignore[attr-defined]
+            storage.compact(op.index)
     except StorageError as exc:
         return type(exc).__name__
     except Exception as exc:
@@ -94,21 +92,21 @@ def apply_op(storage: object, op: Op) -> str | None:
     return None
 
 
-def state_of(storage: object) -> dict[str, object]:
+def state_of(storage: Storage) -> dict[str, object]:
     """Everything a reader can observe, as plain values."""
     s = storage
-    first, last = s.first_index(), s.last_index()  # type: ignore[attr-defined]
+    first, last = s.first_index(), s.last_index()
     return {
         "first": first,
         "last": last,
-        "terms": [s.term(i) for i in range(first - 1, last + 1)],  # type: ignore[attr-defined]
-        "entries": s.entries(first, last + 1),  # type: ignore[attr-defined]
-        "initial": s.initial_state(),  # type: ignore[attr-defined]
-        "snapshot": s.snapshot(),  # type: ignore[attr-defined]
+        "terms": [s.term(i) for i in range(first - 1, last + 1)],
+        "entries": s.entries(first, last + 1),
+        "initial": s.initial_state(),
+        "snapshot": s.snapshot(),
     }
 
 
-def assert_same(disk: object, mem: MemoryStorage) -> None:
+def assert_same(disk: Storage, mem: MemoryStorage) -> None:
     got, want = state_of(disk), state_of(mem)
     for key in want:
         assert got[key] == want[key], f"{key}: disk {got[key]!r} != memory {want[key]!r}"

@@ -40,7 +40,7 @@ from raft_core.runtime.state_machine import Command
 
 P = ParamSpec("P")
 R = TypeVar("R")
-O = TypeVar("O", bound="ReplicatedObject")  # noqa: E741
+Obj = TypeVar("Obj", bound="ReplicatedObject")
 
 _REPLICATED = "__raft_replicated__"
 
@@ -146,10 +146,10 @@ class ReplicatedObject:
         return self._node
 
 
-def replicated(method: Callable[Concatenate[O, P], R]) -> Callable[Concatenate[O, P], Awaitable[R]]:
+def replicated(method: Callable[Concatenate[Obj, P], R]) -> Callable[Concatenate[Obj, P], Awaitable[R]]:
     """Make ``method`` a replicated command: calling it proposes the call; awaiting gives the result."""
 
-    async def propose(self: O, /, *args: P.args, **kwargs: P.kwargs) -> R:
+    async def propose(self: Obj, /, *args: P.args, **kwargs: P.kwargs) -> R:
         result: R = await self._propose(method.__name__, args, kwargs)
         return result
 
@@ -158,10 +158,10 @@ def replicated(method: Callable[Concatenate[O, P], R]) -> Callable[Concatenate[O
     return propose
 
 
-def query(method: Callable[Concatenate[O, P], R]) -> Callable[Concatenate[O, P], Awaitable[R]]:
+def query(method: Callable[Concatenate[Obj, P], R]) -> Callable[Concatenate[Obj, P], Awaitable[R]]:
     """Make ``method`` a linearizable read: awaiting it runs it once this node is up to date."""
 
-    async def read(self: O, /, *args: P.args, **kwargs: P.kwargs) -> R:
+    async def read(self: Obj, /, *args: P.args, **kwargs: P.kwargs) -> R:
         node = self._require_node()
         return await node.read(lambda _sm: method(self, *args, **kwargs))
 
