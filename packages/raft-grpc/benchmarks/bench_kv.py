@@ -5,7 +5,9 @@ DiskStorage and fsync on. Three measurements (medians of ``--repeats`` runs):
 
 1. **Puts**: load generators in separate processes keep C requests in flight (C = 1, 16, 64, 256; split over
    up to 4 processes, one ``KvClient`` each) of 100-byte values for ``--seconds``; puts/s and the p50/p99
-   latency of ``KvClient.put`` (call to acknowledgement, retries included). 3 and 5 nodes.
+   latency of ``KvClient.put`` (call to acknowledgement, retries included). 3 and 5 nodes; each row twice,
+   with unary writes and with ``KvClient(streaming=True)`` (one ``Write`` stream per client, ``--loadgen
+   ... --streaming``).
 2. **Failover**: the leader is SIGKILLed while a client waits to write; the time from the kill to the first
    acknowledged write, over ``--failover-trials`` trials (the killed node is restarted and caught up between
    trials); median and max. 3 nodes.
@@ -158,12 +160,14 @@ async def find_leader(cluster: KvCluster, deadline: float) -> int:
 # -- 1. puts --------------------------------------------------------------------------------------------
 
 
-async def load(endpoints: list[str], concurrency: int, seconds: float, tag: str) -> dict[str, object]:
+async def load(
+    endpoints: list[str], concurrency: int, seconds: float, tag: str, streaming: bool = False
+) -> dict[str, object]:
     """Keep ``concurrency`` puts in flight for ``seconds``; the count and every latency."""
     from raft_grpc.kv.client import KvClient
 
     latencies: list[float] = []
-    async with KvClient(endpoints, timeout=10.0) as client:
+    async with KvClient(endpoints, timeout=10.0, streaming=streaming) as client:
         await client.put(f"{tag}/warmup".encode(), VALUE)
         end = time.perf_counter() + seconds
 
@@ -181,13 +185,17 @@ async def load(endpoints: list[str], concurrency: int, seconds: float, tag: str)
     return {"count": len(latencies), "elapsed": elapsed, "latencies": latencies}
 
 
-def run_puts(cluster: KvCluster, concurrency: int, seconds: float) -> tuple[float, float, float]:
-    """(puts/s, p50 ms, p99 ms) with load generators in separate processes."""
+def run_puts(
+    cluster: KvCluster, concurrency: int, seconds: float, streaming: bool = False
+) -> tuple[float, float, float]:
+    """(puts/s, p50 ms, p99 ms) with load generators in separate processes (``KvClient(streaming=...)``)."""
     procs = min(4, concurrency)
     per = [concurrency // procs + (1 if k < concurrency % procs else 0) for k in range(procs)]
     children = []
     for k, c in enumerate(per):
         argv = [sys.executable, __file__, "--loadgen", ",".join(cluster.endpoints), str(c), str(seconds), f"g{k}"]
+        if streaming:
+            argv.append("--streaming")
         children.append(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True))
     results = []
     for child in children:
@@ -350,8 +358,10 @@ def main() -> None:
                 cluster.start_all()
                 asyncio.run(find_leader(cluster, time.monotonic() + 30))
                 for c in args.concurrency:
-                    runs = [run_puts(cluster, c, args.seconds) for _ in range(args.repeats)]
-                    print(f"  {n} nodes, {c:>3} in flight: {median_row(runs)}", flush=True)
+                    for streaming in (False, True):
+                        runs = [run_puts(cluster, c, args.seconds, streaming) for _ in range(args.repeats)]
+                        mode = "streaming" if streaming else "unary    "
+                        print(f"  {n} nodes, {c:>3} in flight, {mode}: {median_row(runs)}", flush=True)
             finally:
                 cluster.stop_all()
 
@@ -375,7 +385,8 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--loadgen":
         endpoints, concurrency, seconds, tag = sys.argv[2].split(","), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
-        print(json.dumps(asyncio.run(load(endpoints, concurrency, seconds, tag))), flush=True)
+        streaming = "--streaming" in sys.argv[6:]
+        print(json.dumps(asyncio.run(load(endpoints, concurrency, seconds, tag, streaming))), flush=True)
     elif len(sys.argv) > 1 and sys.argv[1] == "--engine-node":
         node, addresses = int(sys.argv[2]), {int(k): v for k, v in json.loads(sys.argv[3]).items()}
         asyncio.run(engine_node(node, addresses, Path(sys.argv[4]), sys.argv[5].encode(), float(sys.argv[6])))

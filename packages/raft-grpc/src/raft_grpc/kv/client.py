@@ -9,11 +9,18 @@ Retries: UNAVAILABLE, DEADLINE_EXCEEDED (of one attempt), RESOURCE_EXHAUSTED and
 retried with a short jittered backoff, on the leader named in the ``kv-leader`` trailing metadata if there
 is one, else on the next endpoint. FAILED_PRECONDITION with a leader hint (a node started with
 ``--no-forward``) goes to that leader at once. INVALID_ARGUMENT raises ``KvInvalidArgument``.
+
+Streaming (``KvClient(..., streaming=True)``): writes go over one long-lived ``Write`` stream per node,
+multiplexed by request id, which costs far less CPU per write than a unary call. A streamed write gets one
+attempt (``attempt_timeout``) on the current endpoint; if the stream fails, the attempt times out or the
+reply is a retriable error, the same request (same client_id and seq) goes through the unary retry path
+above, so it is still applied exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -59,11 +66,19 @@ class KvClient:
         ...     assert await kv.get(b"greeting") == b"hello"
     """
 
-    def __init__(self, endpoints: Sequence[str], *, timeout: float = 5.0, attempt_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        timeout: float = 5.0,
+        attempt_timeout: float | None = None,
+        streaming: bool = False,
+    ) -> None:
         """Use ``endpoints`` (``host:port``); ``timeout`` bounds every call, retries included.
 
         ``attempt_timeout`` bounds one attempt on one node (default: 40% of ``timeout``, at least 0.5 s), so a
-        hung node costs only part of the budget before the next one is tried.
+        hung node costs only part of the budget before the next one is tried. With ``streaming``, writes go
+        over a ``Write`` stream (see the module's docstring); reads stay unary.
         """
         if not endpoints:
             raise ValueError("KvClient needs at least one endpoint")
@@ -78,6 +93,8 @@ class KvClient:
         self._next_seq = 1
         self._in_flight: set[int] = set()
         self._rng = random.Random()
+        self.streaming = streaming
+        self._streams: dict[str, _WriteStream] = {}
 
     async def __aenter__(self) -> KvClient:
         """Return the client (channels open lazily)."""
@@ -89,6 +106,9 @@ class KvClient:
 
     async def close(self) -> None:
         """Close every channel; the client may not be used afterwards."""
+        streams, self._streams = self._streams, {}
+        for stream in streams.values():
+            await stream.close()
         stubs, self._stubs = self._stubs, {}
         for channel, _ in stubs.values():
             await channel.close(None)
@@ -155,13 +175,58 @@ class KvClient:
         self._in_flight.add(seq)
         try:
             header = pb.WriteHeader(client_id=client, seq=seq, floor=min(self._in_flight))
-            return await self._call(method, build(header), deadline)
+            request = build(header)
+            if self.streaming:
+                reply = await self._stream_attempt(method, request, deadline)
+                if reply is not None:
+                    return reply
+            return await self._call(method, request, deadline)
         except KvSessionExpired:
             if self._client_id == client:
                 self._client_id = None  # the next write opens a new session
             raise
         finally:
             self._in_flight.discard(seq)
+
+    async def _stream_attempt(self, method: str, request: Any, deadline: float) -> Any:
+        """One attempt of a write over the current endpoint's ``Write`` stream: its reply, or None to retry.
+
+        None means the write may or may not have been applied (the stream failed, the attempt timed out, or
+        the node answered with a retriable error): the caller retries it with the same (client_id, seq).
+        Non-retriable errors raise as ``_call`` raises them.
+        """
+        remaining = deadline - _now()
+        if remaining <= 0:
+            return None
+        endpoint = self._endpoints[self._current % len(self._endpoints)]
+        stream = self._streams.get(endpoint)
+        if stream is None or stream.broken:
+            stream = self._streams[endpoint] = _WriteStream(self._stub(endpoint).Write())
+        attempt = min(remaining, self.attempt_timeout)
+        wrapped = pb.WriteRequest(**{_STREAM_FIELD[method]: request}, timeout_ms=max(1, int(attempt * 1000)))
+        try:
+            reply = await stream.send(wrapped, attempt)
+        except (_StreamFailed, TimeoutError):
+            self._retarget(endpoint, None)
+            self._find_leader = True
+            return None
+        if reply.WhichOneof("result") != "error":
+            return getattr(reply, _STREAM_FIELD[method])
+        error = reply.error
+        status = _STATUS_BY_CODE.get(error.code, grpc.StatusCode.UNKNOWN)
+        hint = error.leader_address or None
+        code, last = status.name, f"{endpoint}: {status.name}: {error.message}"
+        if status is grpc.StatusCode.INVALID_ARGUMENT:
+            raise KvInvalidArgument(error.message or "invalid argument", code)
+        if status is grpc.StatusCode.FAILED_PRECONDITION and hint is None:
+            raise KvSessionExpired(error.message or "session expired", code)
+        if status not in _RETRY and status is not grpc.StatusCode.FAILED_PRECONDITION:
+            raise KvError(last, code)
+        self._retarget(endpoint, hint)
+        self._find_leader = hint is None
+        if hint is None:
+            await asyncio.sleep(min(self._backoff(0), max(0.0, deadline - _now())))
+        return None
 
     async def _aim_at_leader(self, deadline: float) -> None:
         """Point writes at the leader the current endpoint knows of.
@@ -233,6 +298,77 @@ class KvClient:
             channel = grpc.aio.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
             entry = self._stubs[endpoint] = (channel, pb_grpc.DataServiceStub(channel))
         return entry[1]
+
+
+_STREAM_FIELD = {"Put": "put", "Delete": "delete", "CompareAndSet": "compare_and_set"}
+"""The ``WriteRequest``/``WriteReply`` oneof field of each write method."""
+_STATUS_BY_CODE = {status.value[0]: status for status in grpc.StatusCode}
+
+
+class _StreamFailed(Exception):
+    """The ``Write`` stream ended before the reply came (the write may or may not have been applied)."""
+
+
+class _WriteStream:
+    """One long-lived ``Write`` call: requests are sent in order by one task, replies matched by id."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._next_id = 1
+        self._waiting: dict[int, asyncio.Future[pb.WriteReply]] = {}
+        self._outbox: asyncio.Queue[pb.WriteRequest] = asyncio.Queue()
+        self.broken = False
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._send_loop()), loop.create_task(self._receive_loop())]
+
+    async def send(self, request: pb.WriteRequest, timeout: float) -> pb.WriteReply:
+        """The reply to ``request`` (its id is set here); ``_StreamFailed`` or ``TimeoutError`` if none comes."""
+        if self.broken:
+            raise _StreamFailed("stream closed")
+        request.id = self._next_id
+        self._next_id += 1
+        future: asyncio.Future[pb.WriteReply] = asyncio.get_running_loop().create_future()
+        self._waiting[request.id] = future
+        self._outbox.put_nowait(request)
+        try:
+            async with asyncio.timeout(timeout):
+                return await future
+        finally:
+            self._waiting.pop(request.id, None)
+
+    async def close(self) -> None:
+        """Cancel the call; every write still waiting fails with ``_StreamFailed``."""
+        self._fail()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _send_loop(self) -> None:
+        try:
+            while True:
+                request = await self._outbox.get()
+                await self._call.write(request)
+        except Exception:  # the call ended (the receive loop sees why)
+            self._fail()
+
+    async def _receive_loop(self) -> None:
+        try:
+            with contextlib.suppress(Exception):  # the node went away: every waiting write is retried
+                async for reply in self._call:
+                    future = self._waiting.get(reply.id)
+                    if future is not None and not future.done():
+                        future.set_result(reply)
+        finally:
+            self._fail()
+            self._tasks[0].cancel()  # the send loop waits for requests nobody will send
+
+    def _fail(self) -> None:
+        self.broken = True
+        self._call.cancel()
+        waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            if not future.done():
+                future.set_exception(_StreamFailed("the Write stream ended"))
 
 
 def _leader_hint(exc: grpc.aio.AioRpcError) -> str | None:

@@ -8,8 +8,9 @@ unexpected to INTERNAL with a generic message (the details go to the server log)
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -137,41 +138,52 @@ class KvService(pb_grpc.DataServiceServicer):
 
     async def Put(self, request: pb.PutRequest, context: Any) -> pb.PutResponse:  # noqa: N802
         """Set a key, exactly once per (client_id, seq)."""
-
-        async def work(timeout: float) -> pb.PutResponse:
-            result = await self._propose(request.header, encode_put(request.key, request.value), timeout)
-            return pb.PutResponse(revision=result["rev"])
-
-        return await self._serve(context, work)
+        return await self._serve(context, self._put(request))
 
     async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:  # noqa: N802
         """Remove a key, exactly once per (client_id, seq)."""
-
-        async def work(timeout: float) -> pb.DeleteResponse:
-            result = await self._propose(request.header, encode_delete(request.key), timeout)
-            return pb.DeleteResponse(existed=result["existed"], revision=result["rev"])
-
-        return await self._serve(context, work)
+        return await self._serve(context, self._delete(request))
 
     async def CompareAndSet(self, request: pb.CompareAndSetRequest, context: Any) -> pb.CompareAndSetResponse:  # noqa: N802
         """Set a key if it holds the expected value (or is absent), exactly once per (client_id, seq)."""
+        return await self._serve(context, self._compare_and_set(request))
 
-        async def work(timeout: float) -> pb.CompareAndSetResponse:
-            condition = request.WhichOneof("condition")
-            if condition is None:
-                raise InvalidRequest("set expected_value or expect_absent")
-            expected = request.expected_value if condition == "expected_value" else None
-            result = await self._propose(request.header, encode_cas(request.key, expected, request.new_value), timeout)
-            if result["ok"]:
-                return pb.CompareAndSetResponse(
-                    succeeded=True, found=True, current_value=request.new_value, revision=result["rev"]
-                )
-            current = result["value"]
-            return pb.CompareAndSetResponse(
-                succeeded=False, found=current is not None, current_value=current or b"", revision=result["rev"]
-            )
+    async def Write(  # noqa: N802
+        self, request_iterator: AsyncIterator[pb.WriteRequest], context: Any
+    ) -> AsyncIterator[pb.WriteReply]:
+        """Serve a stream of writes: each request in a task of its own, each reply sent as it completes.
 
-        return await self._serve(context, work)
+        A request's failure is its reply's ``error`` (the status its unary RPC would have had); the stream
+        ends when the client half-closes it and every reply is sent, or when the call ends (then the
+        requests still running are cancelled, as a unary call's would be).
+        """
+        replies: asyncio.Queue[pb.WriteReply | None] = asyncio.Queue()
+        running: set[asyncio.Task[None]] = set()
+
+        async def one(request: pb.WriteRequest) -> None:
+            replies.put_nowait(await self._write_one(request))
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    task = asyncio.get_running_loop().create_task(one(request))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                while running:
+                    await asyncio.wait(list(running))
+            except Exception as exc:  # the stream broke: no reply can be sent any more
+                log.debug("Write stream ended: %r", exc)
+            finally:
+                replies.put_nowait(None)
+
+        reader = asyncio.get_running_loop().create_task(read())
+        try:
+            while (reply := await replies.get()) is not None:
+                yield reply
+        finally:
+            reader.cancel()
+            for task in list(running):
+                task.cancel()
 
     async def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusResponse:  # noqa: N802
         """This node's role, term, leader (and its client address), log positions, and peers on a leader."""
@@ -205,6 +217,74 @@ class KvService(pb_grpc.DataServiceServicer):
 
     # -- internals ------------------------------------------------------------------------------------------
 
+    def _put(self, request: pb.PutRequest) -> Callable[[float], Awaitable[pb.PutResponse]]:
+        async def work(timeout: float) -> pb.PutResponse:
+            result = await self._propose(request.header, encode_put(request.key, request.value), timeout)
+            return pb.PutResponse(revision=result["rev"])
+
+        return work
+
+    def _delete(self, request: pb.DeleteRequest) -> Callable[[float], Awaitable[pb.DeleteResponse]]:
+        async def work(timeout: float) -> pb.DeleteResponse:
+            result = await self._propose(request.header, encode_delete(request.key), timeout)
+            return pb.DeleteResponse(existed=result["existed"], revision=result["rev"])
+
+        return work
+
+    def _compare_and_set(
+        self, request: pb.CompareAndSetRequest
+    ) -> Callable[[float], Awaitable[pb.CompareAndSetResponse]]:
+        async def work(timeout: float) -> pb.CompareAndSetResponse:
+            condition = request.WhichOneof("condition")
+            if condition is None:
+                raise InvalidRequest("set expected_value or expect_absent")
+            expected = request.expected_value if condition == "expected_value" else None
+            result = await self._propose(request.header, encode_cas(request.key, expected, request.new_value), timeout)
+            if result["ok"]:
+                return pb.CompareAndSetResponse(
+                    succeeded=True, found=True, current_value=request.new_value, revision=result["rev"]
+                )
+            current = result["value"]
+            return pb.CompareAndSetResponse(
+                succeeded=False, found=current is not None, current_value=current or b"", revision=result["rev"]
+            )
+
+        return work
+
+    async def _write_one(self, request: pb.WriteRequest) -> pb.WriteReply:
+        """The reply to one streamed write: its result, or the error its unary RPC would have ended with."""
+        budget = self._budget_of(request.timeout_ms / 1000 if request.timeout_ms else None)
+        try:
+            op = request.WhichOneof("op")
+            if op == "put":
+                return pb.WriteReply(id=request.id, put=await self._put(request.put)(budget))
+            if op == "delete":
+                return pb.WriteReply(id=request.id, delete=await self._delete(request.delete)(budget))
+            if op == "compare_and_set":
+                cas = await self._compare_and_set(request.compare_and_set)(budget)
+                return pb.WriteReply(id=request.id, compare_and_set=cas)
+            raise InvalidRequest("set one of put, delete, compare_and_set")
+        except Exception as exc:
+            code, message = self._refusal(exc)
+            hint = dict(self._leader_hint(exc))
+            error = pb.WriteError(
+                code=code.value[0],
+                message=message,
+                leader_address=hint.get(LEADER_KEY, ""),
+                leader_id=int(hint.get(LEADER_ID_KEY, 0)),
+            )
+            return pb.WriteReply(id=request.id, error=error)
+
+    @staticmethod
+    def _refusal(exc: Exception) -> tuple[grpc.StatusCode, str]:
+        """``status_for(exc)``, logged as the unary handlers log it."""
+        code, message = status_for(exc)
+        if code is grpc.StatusCode.INTERNAL:
+            log.error("DataService call failed", exc_info=exc)
+        else:
+            log.debug("DataService call refused: %s: %s", code.name, message)
+        return code, message
+
     async def _propose(self, header: pb.WriteHeader, command: bytes, timeout: float) -> dict[str, Any]:
         # A write carries its (client_id, seq): if the leader it was forwarded to dies, the node forwards it
         # again to the next leader, and the session table applies it once whatever the number of copies.
@@ -219,16 +299,15 @@ class KvService(pb_grpc.DataServiceServicer):
             return await work(self._budget(context))
         except Exception as exc:
             error: Exception = exc
-            code, message = status_for(exc)
-            if code is grpc.StatusCode.INTERNAL:
-                log.exception("DataService call failed")
-            else:
-                log.debug("DataService call refused: %s: %s", code.name, message)
+            code, message = self._refusal(exc)
         await context.abort(code, message, trailing_metadata=self._leader_hint(error))
         raise AssertionError("unreachable: abort raises")
 
     def _budget(self, context: Any) -> float:
-        remaining: float | None = context.time_remaining()
+        return self._budget_of(context.time_remaining())
+
+    def _budget_of(self, remaining: float | None) -> float:
+        """The time the node may take of ``remaining`` seconds (None: no deadline, the default)."""
         if remaining is None:
             return self.default_timeout
         return max(0.01, min(remaining - min(self.margin, remaining * 0.2), self.default_timeout * 12))

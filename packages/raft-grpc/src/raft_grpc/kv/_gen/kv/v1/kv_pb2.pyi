@@ -396,3 +396,114 @@ class StatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StatusResponse: _TypeAlias = StatusResponse  # noqa: Y015
+
+@_typing.final
+class WriteRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PUT_FIELD_NUMBER: _builtins.int
+    DELETE_FIELD_NUMBER: _builtins.int
+    COMPARE_AND_SET_FIELD_NUMBER: _builtins.int
+    TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """chosen by the caller; the reply carries it back"""
+    timeout_ms: _builtins.int
+    """The time this request may take on the server, in milliseconds (0: the server's default); the
+    streamed counterpart of a unary call's deadline.
+    """
+    @_builtins.property
+    def put(self) -> Global___PutRequest: ...
+    @_builtins.property
+    def delete(self) -> Global___DeleteRequest: ...
+    @_builtins.property
+    def compare_and_set(self) -> Global___CompareAndSetRequest: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        put: Global___PutRequest | None = ...,
+        delete: Global___DeleteRequest | None = ...,
+        compare_and_set: Global___CompareAndSetRequest | None = ...,
+        timeout_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["compare_and_set", b"compare_and_set", "delete", b"delete", "op", b"op", "put", b"put"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compare_and_set", b"compare_and_set", "delete", b"delete", "id", b"id", "op", b"op", "put", b"put", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_op: _TypeAlias = _typing.Literal["put", "delete", "compare_and_set"]  # noqa: Y015
+    _WhichOneofArgType_op: _TypeAlias = _typing.Literal["op", b"op"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_op) -> _WhichOneofReturnType_op | None: ...
+
+Global___WriteRequest: _TypeAlias = WriteRequest  # noqa: Y015
+
+@_typing.final
+class WriteError(_message.Message):
+    """A streamed write's failure: what the unary RPC would have ended with."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    LEADER_ADDRESS_FIELD_NUMBER: _builtins.int
+    LEADER_ID_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """the gRPC status code number (3 INVALID_ARGUMENT, 14 UNAVAILABLE, ...)"""
+    message: _builtins.str
+    leader_address: _builtins.str
+    """the leader's client address, when known (as trailing metadata `kv-leader`)"""
+    leader_id: _builtins.int
+    """0: none known"""
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        leader_address: _builtins.str = ...,
+        leader_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "leader_address", b"leader_address", "leader_id", b"leader_id", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriteError: _TypeAlias = WriteError  # noqa: Y015
+
+@_typing.final
+class WriteReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PUT_FIELD_NUMBER: _builtins.int
+    DELETE_FIELD_NUMBER: _builtins.int
+    COMPARE_AND_SET_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """the request's id"""
+    @_builtins.property
+    def put(self) -> Global___PutResponse: ...
+    @_builtins.property
+    def delete(self) -> Global___DeleteResponse: ...
+    @_builtins.property
+    def compare_and_set(self) -> Global___CompareAndSetResponse: ...
+    @_builtins.property
+    def error(self) -> Global___WriteError: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        put: Global___PutResponse | None = ...,
+        delete: Global___DeleteResponse | None = ...,
+        compare_and_set: Global___CompareAndSetResponse | None = ...,
+        error: Global___WriteError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["compare_and_set", b"compare_and_set", "delete", b"delete", "error", b"error", "put", b"put", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compare_and_set", b"compare_and_set", "delete", b"delete", "error", b"error", "id", b"id", "put", b"put", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["put", "delete", "compare_and_set", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___WriteReply: _TypeAlias = WriteReply  # noqa: Y015

@@ -64,6 +64,11 @@ class DataServiceStub:
                 request_serializer=kv_dot_v1_dot_kv__pb2.StatusRequest.SerializeToString,
                 response_deserializer=kv_dot_v1_dot_kv__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.Write = channel.stream_stream(
+                '/kv.v1.DataService/Write',
+                request_serializer=kv_dot_v1_dot_kv__pb2.WriteRequest.SerializeToString,
+                response_deserializer=kv_dot_v1_dot_kv__pb2.WriteReply.FromString,
+                _registered_method=True)
 
 
 class DataServiceServicer:
@@ -111,6 +116,17 @@ class DataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Write(self, request_iterator, context):
+        """Writes over one long-lived stream: each request carries a caller-chosen id, the server handles a
+        stream's requests concurrently and answers each (in completion order) with a reply of the same id.
+        A request's failure is its reply's `error` (the status the unary RPC would have ended with); the
+        stream itself stays open. Exactly-once as the unary writes: a write whose reply never came may be
+        retried, on any stream or RPC of any node, with the same (client_id, seq).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +159,11 @@ def add_DataServiceServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=kv_dot_v1_dot_kv__pb2.StatusRequest.FromString,
                     response_serializer=kv_dot_v1_dot_kv__pb2.StatusResponse.SerializeToString,
+            ),
+            'Write': grpc.stream_stream_rpc_method_handler(
+                    servicer.Write,
+                    request_deserializer=kv_dot_v1_dot_kv__pb2.WriteRequest.FromString,
+                    response_serializer=kv_dot_v1_dot_kv__pb2.WriteReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +328,33 @@ class DataService:
             '/kv.v1.DataService/Status',
             kv_dot_v1_dot_kv__pb2.StatusRequest.SerializeToString,
             kv_dot_v1_dot_kv__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Write(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/kv.v1.DataService/Write',
+            kv_dot_v1_dot_kv__pb2.WriteRequest.SerializeToString,
+            kv_dot_v1_dot_kv__pb2.WriteReply.FromString,
             options,
             channel_credentials,
             insecure,

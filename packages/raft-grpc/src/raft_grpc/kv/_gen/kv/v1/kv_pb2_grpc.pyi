@@ -57,6 +57,13 @@ class DataServiceStub:
     """Sets a key's value only if its current value is `expected` (or it is absent, with expect_absent)."""
     Status: _grpc.UnaryUnaryMultiCallable[_kv_pb2.StatusRequest, _kv_pb2.StatusResponse]
     """This node's view of the cluster."""
+    Write: _grpc.StreamStreamMultiCallable[_kv_pb2.WriteRequest, _kv_pb2.WriteReply]
+    """Writes over one long-lived stream: each request carries a caller-chosen id, the server handles a
+    stream's requests concurrently and answers each (in completion order) with a reply of the same id.
+    A request's failure is its reply's `error` (the status the unary RPC would have ended with); the
+    stream itself stays open. Exactly-once as the unary writes: a write whose reply never came may be
+    retried, on any stream or RPC of any node, with the same (client_id, seq).
+    """
 
 @_typing.type_check_only
 class DataServiceAsyncStub(DataServiceStub):
@@ -73,6 +80,13 @@ class DataServiceAsyncStub(DataServiceStub):
     """Sets a key's value only if its current value is `expected` (or it is absent, with expect_absent)."""
     Status: _aio.UnaryUnaryMultiCallable[_kv_pb2.StatusRequest, _kv_pb2.StatusResponse]  # type: ignore[assignment]
     """This node's view of the cluster."""
+    Write: _aio.StreamStreamMultiCallable[_kv_pb2.WriteRequest, _kv_pb2.WriteReply]  # type: ignore[assignment]
+    """Writes over one long-lived stream: each request carries a caller-chosen id, the server handles a
+    stream's requests concurrently and answers each (in completion order) with a reply of the same id.
+    A request's failure is its reply's `error` (the status the unary RPC would have ended with); the
+    stream itself stays open. Exactly-once as the unary writes: a write whose reply never came may be
+    retried, on any stream or RPC of any node, with the same (client_id, seq).
+    """
 
 class DataServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -122,5 +136,18 @@ class DataServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_kv_pb2.StatusResponse, _abc.Awaitable[_kv_pb2.StatusResponse]]:
         """This node's view of the cluster."""
+
+    @_abc_1.abstractmethod
+    def Write(
+        self,
+        request_iterator: _MaybeAsyncIterator[_kv_pb2.WriteRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_kv_pb2.WriteReply], _abc.AsyncIterator[_kv_pb2.WriteReply]]:
+        """Writes over one long-lived stream: each request carries a caller-chosen id, the server handles a
+        stream's requests concurrently and answers each (in completion order) with a reply of the same id.
+        A request's failure is its reply's `error` (the status the unary RPC would have ended with); the
+        stream itself stays open. Exactly-once as the unary writes: a write whose reply never came may be
+        retried, on any stream or RPC of any node, with the same (client_id, seq).
+        """
 
 def add_DataServiceServicer_to_server(servicer: DataServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
