@@ -17,7 +17,10 @@ from raft_core.types import Entry, HardState, Membership, Snapshot, SnapshotMeta
 
 T = TypeVar("T")
 
-_CONFIG = ConfigDict(strict=False, revalidate_instances="always", ser_json_bytes="base64", val_json_bytes="base64")
+BOUNDARY_CONFIG = ConfigDict(
+    strict=False, revalidate_instances="always", ser_json_bytes="base64", val_json_bytes="base64"
+)
+"""The pydantic config of every boundary type (bytes as base64 in JSON); drivers reuse it for their own types."""
 
 VALUE_TYPES: tuple[type[Any], ...] = (Entry, HardState, Membership, SnapshotMeta, Snapshot, *MESSAGE_TYPES)
 """Every raft-core value type that may cross a boundary."""
@@ -26,7 +29,7 @@ _BY_NAME: dict[str, type[Any]] = {kind.__name__: kind for kind in VALUE_TYPES}
 
 for _kind in VALUE_TYPES:
     # pydantic reads a stdlib dataclass's config from this class attribute (bytes as base64 in JSON).
-    _kind.__pydantic_config__ = _CONFIG
+    _kind.__pydantic_config__ = BOUNDARY_CONFIG
 
 _ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
 

@@ -9,24 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from raft_core.messages import MESSAGE_TYPES
 from raft_core.runtime.wire import ProposalRefused, SnapshotChunk, SnapshotChunkAck, WireMessage
-from raft_core.validation import adapter
-
-WIRE_TYPES: tuple[type[Any], ...] = (*MESSAGE_TYPES, SnapshotChunk, SnapshotChunkAck, ProposalRefused)
-_BY_NAME = {kind.__name__.encode(): kind for kind in WIRE_TYPES}
+from raft_core.validation import BOUNDARY_CONFIG, adapter
 
 _RUNTIME_TYPES: tuple[type[Any], ...] = (SnapshotChunk, SnapshotChunkAck, ProposalRefused)
-for _kind in _RUNTIME_TYPES:
-    # pydantic reads a stdlib dataclass's config from this attribute (bytes as base64 in JSON).
-    _kind.__pydantic_config__ = ConfigDict(
-        strict=False, revalidate_instances="always", ser_json_bytes="base64", val_json_bytes="base64"
-    )
+WIRE_TYPES: tuple[type[Any], ...] = (*MESSAGE_TYPES, *_RUNTIME_TYPES)
+_BY_NAME = {kind.__name__.encode(): kind for kind in WIRE_TYPES}
 
 _ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {kind: adapter(kind) for kind in MESSAGE_TYPES}
 for _kind in _RUNTIME_TYPES:
+    # pydantic reads a stdlib dataclass's config from this attribute (bytes as base64 in JSON).
+    _kind.__pydantic_config__ = BOUNDARY_CONFIG
     _ADAPTERS[_kind] = TypeAdapter(_kind)
 
 
