@@ -22,14 +22,23 @@ ROOT = Path(__file__).parent
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"]
-PROTO_TOOLS = ["grpcio-tools==1.85.1", "mypy-protobuf==5.1.0"]
+# betterproto2-compiler formats its output with ruff, so ruff is pinned with it for reproducible output.
+PROTO_TOOLS = ["grpcio-tools==1.85.1", "mypy-protobuf==5.1.0", "betterproto2-compiler==0.10.1", RUFF]
 
 # Generated protobuf code: (proto package under proto/, its _gen directory, that directory's import path).
 # Adding a package's generated code is one line here.
 PROTO_TARGETS: list[tuple[str, str, str]] = [
     ("raft", "packages/raft-grpc/src/raft_grpc/_gen", "raft_grpc._gen"),
     ("kv", "packages/raft-grpc/src/raft_grpc/kv/_gen", "raft_grpc.kv._gen"),
+    ("chat", "packages/chat-server/src/chat_server/_gen/pb", "chat_server._gen.pb"),
 ]
+# betterproto2 messages (pydantic dataclasses) for the chat API edge: (proto package, output directory).
+# The output is a package with relative imports; its directory must sit inside an importable package.
+BETTERPROTO_TARGETS: list[tuple[str, str]] = [
+    ("chat", "packages/chat-server/src/chat_server/_gen/api"),
+    ("chat", "packages/chat-client-qt/src/chat_client_qt/_gen/api"),
+]
+BETTERPROTO_OPTIONS = "client_generation=sync,server_generation=none,pydantic_dataclasses"
 PER_TEST_TIMEOUT_S = 300
 
 # In-tree packages with their in-tree dependencies, dependencies first.
@@ -67,6 +76,12 @@ def lint(session: nox.Session) -> None:
             stale = _tree_differences(fresh, ROOT / gen_dir)
             if stale:
                 session.error(f"{gen_dir} is stale ({', '.join(stale[:5])}): run `nox -s proto` and commit")
+        for i, (package, gen_dir) in enumerate(BETTERPROTO_TARGETS):
+            fresh = Path(tmp) / f"bp-{i}"
+            _generate_betterproto(session, package, fresh)
+            stale = _tree_differences(fresh, ROOT / gen_dir)
+            if stale:
+                session.error(f"{gen_dir} is stale ({', '.join(stale[:5])}): run `nox -s proto` and commit")
 
 
 @nox.session
@@ -75,15 +90,30 @@ def proto(session: nox.Session) -> None:
     session.install(*PROTO_TOOLS)
     for package, gen_dir, module in PROTO_TARGETS:
         _generate_proto(session, package, ROOT / gen_dir, module)
+    for package, gen_dir in BETTERPROTO_TARGETS:
+        _generate_betterproto(session, package, ROOT / gen_dir)
+
+
+def _fresh_directory(out: Path) -> None:
+    """Empty ``out`` (creating it if needed)."""
+    if out.exists():
+        for old in sorted(out.rglob("*"), reverse=True):
+            old.rmdir() if old.is_dir() else old.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _generate_betterproto(session: nox.Session, package: str, out: Path) -> None:
+    """Compile ``proto/<package>/**.proto`` into betterproto2 pydantic dataclasses in ``out`` (replaced)."""
+    sources = sorted(str(f) for f in (ROOT / "proto" / package).rglob("*.proto"))
+    _fresh_directory(out)
+    args = [f"--python_betterproto2_out={out}", f"--python_betterproto2_opt={BETTERPROTO_OPTIONS}"]
+    session.run("python", "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}", *args, *sources, silent=True)
 
 
 def _generate_proto(session: nox.Session, package: str, out: Path, module: str) -> None:
     """Compile ``proto/<package>/**.proto`` into ``out`` (replaced) with imports rooted at ``module``."""
     sources = sorted(str(f) for f in (ROOT / "proto" / package).rglob("*.proto"))
-    if out.exists():
-        for old in sorted(out.rglob("*"), reverse=True):
-            old.rmdir() if old.is_dir() else old.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    _fresh_directory(out)
     outs = [f"--{kind}_out={out}" for kind in ("python", "grpc_python", "mypy", "mypy_grpc")]
     session.run("python", "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}", *outs, *sources, silent=True)
     # protoc writes absolute imports of the proto package ("from raft.v1 import raft_pb2"): root them at module.

@@ -1,0 +1,1 @@
+"""Generated code (see noxfile.py, session proto); not edited by hand."""
