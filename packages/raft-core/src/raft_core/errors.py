@@ -58,6 +58,14 @@ class SessionError(ProposalDropped):
     """
 
 
+class SessionsUnavailable(RaftError):
+    """Client sessions are off on this node: its state machine is durable and deduplicates commands itself.
+
+    A ``DurableStateMachine`` resumes from its own applied index without replaying the log, so the runtime's
+    session table (rebuilt by replaying) would miss commands; such state machines keep request ids instead.
+    """
+
+
 class CommitUnknown(RaftError):
     """No outcome within the deadline: the command may or may not be applied.
 

@@ -88,6 +88,12 @@ class Applier:
         self.bytes_since_snapshot = 0
         return b"".join((_LEN.pack(len(table)), table, self.state_machine.snapshot()))
 
+    def restore_runtime(self, data: bytes) -> None:
+        """Restore only the runtime's part of a snapshot (for a state machine that keeps its own state)."""
+        (n,) = _LEN.unpack_from(data)
+        self.sessions.restore(data[_LEN.size : _LEN.size + n])
+        self.bytes_since_snapshot = 0
+
     def restore(self, data: bytes) -> None:
         """Replace sessions and state machine with what ``snapshot_data`` produced."""
         (n,) = _LEN.unpack_from(data)

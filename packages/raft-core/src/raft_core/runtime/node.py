@@ -34,6 +34,8 @@ from raft_core.errors import (
     ProposalDropped,
     RaftError,
     ReadTimeout,
+    SessionsUnavailable,
+    StorageError,
     TransferFailed,
 )
 from raft_core.messages import InstallSnapshot, Message, Propose
@@ -44,7 +46,7 @@ from raft_core.runtime.applier import Applier, Outcome
 from raft_core.runtime.options import NodeOptions
 from raft_core.runtime.sessions import SessionTable
 from raft_core.runtime.snapshot_transfer import SnapshotReceiver, SnapshotSender
-from raft_core.runtime.state_machine import StateMachine
+from raft_core.runtime.state_machine import DurableStateMachine, StateMachine
 from raft_core.runtime.transport import Transport
 from raft_core.runtime.wire import ProposalRefused, SnapshotChunk, SnapshotChunkAck, WireMessage
 from raft_core.storage.protocol import Storage
@@ -98,6 +100,7 @@ class Node:
         self._clock = clock or _wall_clock_ms
         opts = self.options
         self._applier = Applier(state_machine, SessionTable())
+        self._durable = isinstance(state_machine, DurableStateMachine)
         self._core: RaftNode | None = None
         self._sender = SnapshotSender(
             node_id,
@@ -159,12 +162,11 @@ class Node:
 
     async def _start(self) -> None:
         snapshot = self._storage.snapshot()
-        if not snapshot.is_empty():
-            self._applier.restore(snapshot.data)
-        self._applied = self._snapshot_index = snapshot.meta.index
+        applied = self._restore_state_machine(snapshot.meta.index, snapshot.data)
+        self._applied, self._snapshot_index = applied, snapshot.meta.index
         stored = self._storage.initial_state().hard_state
         self._durable_term_vote = (stored.term, stored.vote)
-        config = self.options.core_config(self.id, applied=snapshot.meta.index)
+        config = self.options.core_config(self.id, applied=applied)
         self._core = RaftNode(config, self._storage, self._rng)
         if self.options.persist_in_thread:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raft-{self.id}-storage")
@@ -173,6 +175,30 @@ class Node:
         self._tasks = [loop.create_task(self._run()), loop.create_task(self._tick())]
         self._wake.set()  # replay committed entries now
         log.info("node %d started at applied index %d", self.id, self._applied)
+
+    def _restore_state_machine(self, snapshot_index: int, data: bytes) -> int:
+        """Bring the state machine to where it resumes from at start; returns that applied index.
+
+        A durable state machine at or past the latest snapshot resumes from its own position (only the
+        runtime's part of the snapshot is restored); any other is restored from the snapshot.
+        """
+        sm = self._applier.state_machine
+        if isinstance(sm, DurableStateMachine):
+            index, time_ms = sm.durable_position()
+            if index >= snapshot_index:
+                last = self._storage.last_index()
+                if index > last:
+                    raise StorageError(
+                        f"the state machine has applied up to {index} but the log ends at {last}: "
+                        "the data directory mixes a newer state with an older log"
+                    )
+                if snapshot_index:
+                    self._applier.restore_runtime(data)
+                self._applier.sessions.advance(time_ms)
+                return index
+        if snapshot_index:
+            self._applier.restore(data)
+        return snapshot_index
 
     async def stop(self) -> None:
         """Stop serving: waiting callers get ``NodeStopped``; storage and transport are closed."""
@@ -238,6 +264,7 @@ class Node:
             )
         request = next(self._requests)
         if client:
+            self._check_sessions()
             data = envelope.encode(
                 self.id, request, self._clock(), command, client, seq, seq if floor is None else floor
             )
@@ -254,6 +281,7 @@ class Node:
         session (and treat commands whose outcome was unknown as possibly applied).
         """
         self._check_running()
+        self._check_sessions()
         opts = self.options
         request = next(self._requests)
         data = envelope.encode_register(
@@ -262,6 +290,12 @@ class Node:
         client = await self._submit(request, data, timeout, resendable=True)  # a lost duplicate only idles
         assert isinstance(client, str)
         return client
+
+    def _check_sessions(self) -> None:
+        if self._durable:
+            raise SessionsUnavailable(
+                "client sessions are off: the state machine is durable and deduplicates commands itself"
+            )
 
     async def _submit(self, request: int, data: bytes, timeout: float | None, *, resendable: bool = False) -> object:
         """Queue ``data`` for proposing and wait for its outcome.

@@ -1,9 +1,9 @@
-"""``StateMachine``: the plug point for what a cluster replicates, and ``Command``, what it is given to apply."""
+"""``StateMachine`` (and ``DurableStateMachine``): the plug point for what a cluster replicates; ``Command``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(slots=True, frozen=True)
@@ -43,4 +43,21 @@ class StateMachine(Protocol):
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with one that ``snapshot`` produced."""
+        ...
+
+
+@runtime_checkable
+class DurableStateMachine(StateMachine, Protocol):
+    """A state machine that keeps its own state on disk and records, atomically with each change, how far it got.
+
+    A node over one starts applying right after ``durable_position()`` instead of restoring the latest snapshot
+    and replaying the log from there (a snapshot is restored only when the state machine is behind it, e.g. a
+    new or wiped node). Entries the state machine did not see as commands (no-ops, membership) may be offered
+    again after a restart; re-applying anything after the recorded index must therefore be safe, which it is
+    when the index is written in the same transaction as the change. Such a node offers no client sessions
+    (``SessionsUnavailable``): deduplicate with request ids kept in the state machine itself.
+    """
+
+    def durable_position(self) -> tuple[int, int]:
+        """``(index, time)`` of the last command whose effects are durable; ``(0, 0)`` for an empty state."""
         ...
