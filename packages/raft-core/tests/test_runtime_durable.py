@@ -116,3 +116,20 @@ def test_client_sessions_are_refused_on_a_durable_node():
         await node.stop()
 
     asyncio.run(main())
+
+
+def test_wait_applied_returns_once_the_index_is_applied_and_times_out_otherwise():
+    async def main() -> None:
+        node = await start_single(MemoryStorage(Membership.of(1)), DiskLikeMachine({}))
+        target = node.applied_index + 1
+        waiter = asyncio.ensure_future(node.wait_applied(target, timeout=5))
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        await node.propose(b"x", timeout=5)
+        assert await waiter >= target
+        assert await node.wait_applied(1, timeout=0) >= 1  # already applied: no wait at all
+        with pytest.raises(TimeoutError):
+            await node.wait_applied(node.applied_index + 100, timeout=0.05)
+        await node.stop()
+
+    asyncio.run(main())

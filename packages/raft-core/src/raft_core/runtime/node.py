@@ -130,6 +130,7 @@ class Node:
         self._by_index: dict[int, int] = {}  # log index -> request, for this leader's own proposals
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._reads_to_apply: list[tuple[int, bytes]] = []  # heap of (read index, context)
+        self._apply_waiters: list[tuple[int, int, asyncio.Future[int]]] = []  # heap of (index, tiebreak, future)
         self._observers: list[Callable[[LeaderChange], None]] = []
         self._leader_waiters: list[asyncio.Future[None]] = []
         # Request numbers (and read contexts) start at random, from the system's generator and never from
@@ -364,6 +365,24 @@ class Node:
             self._reads.pop(context, None)
         return query(self.state_machine) if query is not None else None
 
+    async def wait_applied(self, index: int, *, timeout: float | None = None) -> int:
+        """Wait until this node has applied ``index``; returns the applied index then (not a linearizable read).
+
+        For reads that must not go back in time for one client (it passes the applied index it last saw) but
+        need not see the newest writes. Raises ``TimeoutError`` after ``timeout`` seconds.
+        """
+        self._check_running()
+        if self._applied >= index:
+            return self._applied
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._apply_waiters, (index, next(self._requests), future))
+        try:
+            async with asyncio.timeout(timeout):
+                return await future
+        finally:
+            if not future.done():
+                future.cancel()
+
     async def transfer_leadership(self, target: NodeId, *, timeout: float | None = None) -> None:
         """Hand leadership to ``target`` and wait until this node sees it lead; ``TransferFailed`` if not."""
         self._check_running()
@@ -586,6 +605,7 @@ class Node:
             self._apply_ready(rd)
         core.advance(rd)
         self._resolve_reads()
+        self._resolve_apply_waiters()
         await self._maybe_snapshot()
 
     def _apply_ready(self, rd: Ready) -> None:
@@ -710,6 +730,13 @@ class Node:
             if future is not None and not future.done():
                 future.set_result(self._applied)
 
+    def _resolve_apply_waiters(self) -> None:
+        heap = self._apply_waiters
+        while heap and heap[0][0] <= self._applied:
+            future = heapq.heappop(heap)[2]
+            if not future.done():
+                future.set_result(self._applied)
+
     def _retry_reads(self) -> None:
         """Ask again for reads not yet answered (the request or its answer may have been lost)."""
         waiting = {context for _, context in self._reads_to_apply}
@@ -745,6 +772,8 @@ class Node:
 
     def _fail_all(self, error: RaftError) -> None:
         futures: list[asyncio.Future[Any]] = [*self._waiting.values(), *self._reads.values(), *self._leader_waiters]
+        futures += [waiter[2] for waiter in self._apply_waiters]
+        self._apply_waiters.clear()
         for future in futures:
             if not future.done():
                 future.set_exception(error)
