@@ -1,0 +1,106 @@
+"""Rows and state-machine results to ``chat.v1`` messages (the only place that knows both)."""
+
+from __future__ import annotations
+
+import grpc
+
+from chat_server import api
+from chat_server.errors import ChatError
+from chat_server.store import ConversationRow, EventRow, PresenceNotice, TypingNotice, UserRow
+
+
+def user(row: UserRow, now_ms: int) -> api.User:
+    """A user with presence as of ``now_ms``."""
+    return api.User(
+        username=row.username,
+        display_name=row.display_name,
+        online=row.online(now_ms),
+        last_seen_ms=row.last_seen_ms,
+        created_at_ms=row.created_at_ms,
+    )
+
+
+def event(row: EventRow) -> api.Event:
+    """One event of a conversation's sequence."""
+    return api.Event(
+        conversation_id=row.conversation_id,
+        seq=row.seq,
+        kind=api.EventKind(int(row.kind)),
+        sender=row.sender,
+        body=row.body,
+        target_seq=row.target_seq,
+        member=row.member,
+        time_ms=row.time_ms,
+        edited_at_ms=row.edited_at_ms,
+        deleted=row.deleted,
+        request_id=row.request_id,
+    )
+
+
+def conversation(row: ConversationRow) -> api.Conversation:
+    """A conversation as seen by the user it was read for."""
+    return api.Conversation(
+        id=row.id,
+        kind=api.ConversationKind(int(row.kind)),
+        name=row.name,
+        topic=row.topic,
+        public=row.public,
+        last_seq=row.last_seq,
+        read_seq=row.read_seq,
+        unread_count=row.unread_count,
+        last_event=event(row.last_event) if row.last_event is not None else None,
+        member_count=row.member_count,
+        created_at_ms=row.created_at_ms,
+        joined_seq=row.joined_seq,
+    )
+
+
+def typing(notice: TypingNotice) -> api.TypingSignal:
+    """A typing signal."""
+    return api.TypingSignal(
+        conversation_id=notice.conversation_id,
+        username=notice.username,
+        typing=notice.typing,
+        expires_at_ms=notice.expires_at_ms,
+    )
+
+
+def presence(notice: PresenceNotice, now_ms: int) -> api.PresenceSignal:
+    """A presence change (online while the lease runs)."""
+    return api.PresenceSignal(
+        username=notice.username,
+        online=notice.online and notice.expires_at_ms > now_ms,
+        last_seen_ms=notice.last_seen_ms,
+    )
+
+
+def _unexpected(result: object) -> ChatError:
+    return ChatError(grpc.StatusCode.INTERNAL, f"unexpected answer from the store ({type(result).__name__})")
+
+
+def event_result(result: object) -> tuple[EventRow, bool]:
+    """The event of a send / edit / delete result and whether it was a duplicate retry."""
+    if isinstance(result, dict) and isinstance(result.get("event"), EventRow):
+        return result["event"], bool(result.get("duplicate"))
+    raise _unexpected(result)
+
+
+def conversation_id_of(result: object) -> str:
+    """The id of the conversation a conversation-changing command returned."""
+    if isinstance(result, ConversationRow):
+        return result.id
+    raise _unexpected(result)
+
+
+def seq_of(result: object) -> int:
+    """The newest seq of the conversation a command returned (the LEFT event of a leave)."""
+    if isinstance(result, ConversationRow):
+        return result.last_seq
+    raise _unexpected(result)
+
+
+def read_result(result: object) -> tuple[int, int]:
+    """``(read_seq, unread_count)`` of a mark-read result."""
+    if isinstance(result, dict):
+        return int(result.get("read_seq", 0)), int(result.get("unread_count", 0))
+    raise _unexpected(result)

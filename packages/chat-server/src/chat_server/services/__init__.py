@@ -1,0 +1,1 @@
+"""The gRPC handlers of the chat node: ``MessageHandlers``, ``DataHandlers``, ``MonitoringHandlers``."""

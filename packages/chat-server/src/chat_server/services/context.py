@@ -1,0 +1,143 @@
+"""``ServiceContext``: what every handler shares — the Raft node, the read side, deadlines, authentication.
+
+It also proposes commands, mapping their errors to statuses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import grpc
+
+from chat_server import commands
+from chat_server.auth import bearer_token, token_hash
+from chat_server.errors import ChatError, chat_error_for
+from chat_server.ratelimit import RateLimited, RateLimiter
+from chat_server.store import ChatQueries
+from raft_core.runtime import Node
+from raft_core.types import NONE
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds a call without a deadline may take."""
+MARGIN = 0.05
+"""Seconds kept back from each call's deadline so that the answer still arrives in time."""
+MAX_REQUEST_ID = 64
+
+ProposalObserver = Callable[[str, str, float], None]
+
+
+class ServiceContext:
+    """Shared by the handlers of one node."""
+
+    def __init__(
+        self,
+        node: Node,
+        queries: ChatQueries,
+        client_addresses: Mapping[int, str],
+        limiter: RateLimiter,
+        *,
+        clock: Callable[[], float] = time.time,
+        observe_proposal: ProposalObserver | None = None,
+    ) -> None:
+        self.node = node
+        self.queries = queries
+        self.client_addresses = dict(client_addresses)
+        self.limiter = limiter
+        self.clock = clock
+        self.observe_proposal = observe_proposal
+
+    def now_ms(self) -> int:
+        """Wall-clock milliseconds since the epoch (for values made before proposing)."""
+        return int(self.clock() * 1000)
+
+    @staticmethod
+    def timeout(context: grpc.aio.ServicerContext) -> float:
+        """The time this call may still take."""
+        remaining = context.time_remaining()
+        if remaining is None:
+            return DEFAULT_TIMEOUT
+        return max(0.0, min(remaining, 3600.0) - MARGIN)
+
+    def leader_address(self) -> str | None:
+        """The leader's client address, when known."""
+        leader = self.node.leader
+        return self.client_addresses.get(leader) if leader != NONE else None
+
+    def error(self, exc: BaseException) -> ChatError:
+        """The status a client gets for ``exc``."""
+        return chat_error_for(exc, self.leader_address())
+
+    async def propose(self, command: commands.ChatCommand, context: grpc.aio.ServicerContext) -> Any:
+        """Replicate ``command`` and return the state machine's result (errors mapped to ``ChatError``)."""
+        start = time.monotonic()
+        outcome = "ok"
+        try:
+            return await self.node.propose(commands.encode(command), timeout=self.timeout(context))
+        except ChatError:
+            outcome = "error"
+            raise
+        except Exception as exc:
+            error = self.error(exc)
+            outcome = error.code.name.lower()
+            raise error from None
+        finally:
+            if self.observe_proposal is not None:
+                self.observe_proposal(command.op, outcome, time.monotonic() - start)
+
+    async def linearizable(self, context: grpc.aio.ServicerContext) -> None:
+        """Wait until this node has applied everything committed before now (ReadIndex)."""
+        try:
+            await self.node.read(timeout=self.timeout(context))
+        except Exception as exc:
+            raise self.error(exc) from None
+
+    async def at_least(self, applied: int, context: grpc.aio.ServicerContext) -> None:
+        """Wait until this node has applied ``applied`` (a client's "never older than what I saw")."""
+        try:
+            await self.node.wait_applied(applied, timeout=self.timeout(context))
+        except TimeoutError:
+            raise ChatError(
+                grpc.StatusCode.UNAVAILABLE, f"this node has not caught up to index {applied} yet; retry"
+            ) from None
+        except Exception as exc:
+            raise self.error(exc) from None
+
+    async def caller(self, context: grpc.aio.ServicerContext) -> str:
+        """The username the call's bearer token belongs to, or UNAUTHENTICATED.
+
+        A token this node does not know yet (a login just committed elsewhere) is looked up again after a
+        linearizable read barrier, so a client may log in on one node and go on with another at once.
+        """
+        token = bearer_token(context.invocation_metadata())
+        if token is None:
+            raise ChatError.unauthenticated()
+        digest = token_hash(token)
+        session = self.queries.session_by_token_hash(digest)
+        if session is None:
+            await self.linearizable(context)
+            session = self.queries.session_by_token_hash(digest)
+        if session is None:
+            raise ChatError.unauthenticated("the session token is unknown or was logged out; sign in again")
+        if session.expires_at_ms <= self.now_ms():
+            raise ChatError.unauthenticated("the session has expired; sign in again")
+        return session.username
+
+    def check_rate(self, username: str) -> None:
+        """RESOURCE_EXHAUSTED if ``username`` is over its rate on this node."""
+        try:
+            self.limiter.check(username)
+        except RateLimited as exc:
+            raise ChatError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"too many requests; retry after {exc.retry_after:.2f}s"
+            ) from None
+
+    @staticmethod
+    def request_id(value: str) -> str:
+        """``value`` if it is a valid request id, else INVALID_ARGUMENT."""
+        if not value:
+            raise ChatError.invalid("request_id", "required: a client-generated id (e.g. a UUID) reused on retries")
+        if len(value) > MAX_REQUEST_ID:
+            raise ChatError.invalid("request_id", f"at most {MAX_REQUEST_ID} characters")
+        return value

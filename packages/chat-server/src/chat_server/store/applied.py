@@ -1,0 +1,119 @@
+"""Exactly-once: the ``applied_requests`` table of (actor, request_id) -> first result, and its JSON form.
+
+A command with a request id is applied at most once: its result is stored, with the command's op and log
+time, in the same transaction as its effects, and a retry gets the stored result back. Entries are pruned
+when they are older than ``RETENTION_MS`` of log time, at most ``PRUNE_BATCH`` per command so that no apply
+does unbounded work; which entries go depends only on the table and the log time, so every node prunes the
+same ones. Refusals are never stored (they change nothing; a retry is refused again, or succeeds if the state
+has changed since).
+
+Results are stored as JSON: row dataclasses as objects tagged ``"$": <class name>``, bytes as
+``{"$b": <base64>}``, the ``IntEnum`` kinds as their numbers; ``decode_result`` rebuilds the same values.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import sqlite3
+import typing
+from enum import IntEnum
+from typing import Final
+
+from chat_server.store.rows import ConversationRow, EventRow, SessionRow, UserRow
+
+RETENTION_MS: Final = 24 * 3600 * 1000
+"""How long (in log time) a request id is remembered."""
+PRUNE_BATCH: Final = 100
+"""At most this many expired entries are removed per command."""
+
+_ROWS: dict[str, type] = {cls.__name__: cls for cls in (UserRow, SessionRow, EventRow, ConversationRow)}
+_ENUM_FIELDS: dict[type, dict[str, type[IntEnum]]] = {
+    cls: {
+        name: hint
+        for name, hint in typing.get_type_hints(cls).items()
+        if isinstance(hint, type) and issubclass(hint, IntEnum)
+    }
+    for cls in _ROWS.values()
+}
+
+
+def to_json_value(value: object) -> object:
+    """``value`` (rows, dicts with str keys, lists, tuples, bytes, scalars) as a JSON value."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return int(value) if isinstance(value, IntEnum) else value
+    if isinstance(value, bytes):
+        return {"$b": base64.b64encode(value).decode("ascii")}
+    if dataclasses.is_dataclass(value) and type(value).__name__ in _ROWS:
+        out: dict[str, object] = {"$": type(value).__name__}
+        for field in dataclasses.fields(value):
+            out[field.name] = to_json_value(getattr(value, field.name))
+        return out
+    if isinstance(value, dict):
+        return {str(k): to_json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json_value(v) for v in value]
+    raise TypeError(f"cannot keep a result of type {type(value).__name__}")
+
+
+def from_json_value(value: object) -> object:
+    """The value ``to_json_value`` made ``value`` of (tuples come back as lists)."""
+    if isinstance(value, list):
+        return [from_json_value(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "$b" in value:
+        return base64.b64decode(value["$b"])
+    if "$" in value:
+        cls = _ROWS[value["$"]]
+        enums = _ENUM_FIELDS[cls]
+        kwargs = {}
+        for name, raw in value.items():
+            if name != "$":
+                kwargs[name] = enums[name](raw) if name in enums else from_json_value(raw)
+        return cls(**kwargs)
+    return {k: from_json_value(v) for k, v in value.items()}
+
+
+def encode_result(value: object) -> str:
+    """``value`` as compact JSON text."""
+    return json.dumps(to_json_value(value), separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_result(text: str) -> object:
+    """The value ``encode_result`` turned into ``text``."""
+    return from_json_value(json.loads(text))
+
+
+class AppliedRequests:
+    """The exactly-once table on one connection (used inside the state machine's transactions)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def lookup(self, actor: str, request_id: str) -> tuple[str, object] | None:
+        """``(op, result)`` of the command already applied under ``(actor, request_id)``, or None."""
+        row = self._conn.execute(
+            "SELECT op, result FROM applied_requests WHERE actor = ? AND request_id = ?", (actor, request_id)
+        ).fetchone()
+        if row is None:
+            return None
+        return row[0], decode_result(row[1])
+
+    def record(self, actor: str, request_id: str, op: str, time_ms: int, result: object) -> None:
+        """Remember that ``op`` was applied under ``(actor, request_id)`` at log time ``time_ms`` with ``result``."""
+        self._conn.execute(
+            "INSERT INTO applied_requests (actor, request_id, op, time_ms, result) VALUES (?, ?, ?, ?, ?)",
+            (actor, request_id, op, time_ms, encode_result(result)),
+        )
+
+    def prune(self, now_ms: int) -> int:
+        """Forget up to ``PRUNE_BATCH`` of the oldest entries older than ``RETENTION_MS``; how many went."""
+        cur = self._conn.execute(
+            "DELETE FROM applied_requests WHERE (actor, request_id) IN ("
+            " SELECT actor, request_id FROM applied_requests WHERE time_ms < ?"
+            " ORDER BY time_ms, actor, request_id LIMIT ?)",
+            (now_ms - RETENTION_MS, PRUNE_BATCH),
+        )
+        return cur.rowcount

@@ -1,0 +1,214 @@
+"""``ChatStateMachine``: the replicated chat state, applied into one SQLite database file per node.
+
+It is a raft-core ``DurableStateMachine``: each command is applied in one transaction that also stores the
+command's index and log time (table ``meta``), so after a restart ``durable_position()`` says exactly how far
+the file got and the runtime resumes right after it, never applying an entry twice. A refused command (a
+``ChatRefusal``) is rolled back but its index is still recorded; so is a command whose bytes do not decode
+(logged, refused with ``InvalidArgument``). Any other error is a bug or a local failure: a deterministic one
+(e.g. a constraint violated by a bug) is rolled back and recorded like a refusal; a failing disk
+(``sqlite3.OperationalError``) stops the state machine (``StoreFailed`` from then on) without recording the
+index, so that a restarted node re-applies from its last good position.
+
+Determinism: ``apply`` reads only the command and ``Command.time``; seqs, ids and times are derived from the
+database and the log, so every node holds the same rows (compare ``Connection.iterdump()``).
+
+After each commit the optional listener ``on_notice`` gets the command's notices (``store.notices``); never
+for refusals or duplicate retries. A listener exception is logged and does not affect the command.
+
+``snapshot()`` is the whole database image (``Connection.serialize``, in rollback-journal form);
+``restore(data)`` checks an image, writes it to ``<file>.restore`` in the same directory, fsyncs it, and
+swaps it in with ``os.replace`` (then fsyncs the directory), so a crash leaves either the old or the new
+database, never a mix; a leftover ``.restore`` file is removed on open.
+
+Results of ``apply`` are described in ``store.writes``. Not thread-safe: use it (and ``ChatQueries`` over it)
+from one thread, the event loop's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from chat_server.commands import CommandDecodeError, decode
+from chat_server.store import schema
+from chat_server.store.errors import ChatRefusal, InvalidArgument
+from chat_server.store.notices import Notice
+from chat_server.store.queries import ChatQueries
+from chat_server.store.writes import ChatWriter
+from raft_core.runtime import Command as LogCommand
+
+log = logging.getLogger(__name__)
+
+RESTORE_SUFFIX: Final = ".restore"
+"""Suffix of the temporary file a restore writes next to the database."""
+_SET_POSITION = "UPDATE meta SET applied_index = ?, applied_time_ms = ? WHERE id = 1"
+
+
+class StoreFailed(RuntimeError):
+    """The database failed underneath the state machine (disk error); the node must be restarted."""
+
+
+class SnapshotError(ValueError):
+    """Bytes given to ``restore`` that are not a chat database image of this schema version."""
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _checked_image(data: bytes) -> bytes:
+    """``data`` as a rollback-journal image after checking it holds a sound chat database."""
+    if len(data) < 512 or not data.startswith(b"SQLite format 3\x00"):
+        raise SnapshotError("not a chat database snapshot: it does not hold an SQLite database")
+    image = bytearray(data)
+    if len(image) >= 20:
+        image[18] = image[19] = 1  # a WAL-mode header cannot be opened in memory; the file is set to WAL on open
+    mem = sqlite3.connect(":memory:")
+    try:
+        mem.deserialize(bytes(image))
+        schema.check(mem)
+        (verdict,) = mem.execute("PRAGMA quick_check").fetchone()
+        if verdict != "ok":
+            raise SnapshotError(f"the snapshot's database is damaged: {verdict}")
+    except (sqlite3.DatabaseError, schema.SchemaError) as exc:
+        raise SnapshotError(f"not a chat database snapshot: {exc}") from None
+    finally:
+        mem.close()
+    return bytes(image)
+
+
+class ChatStateMachine:
+    """The chat state in SQLite, applied command by command (see the module)."""
+
+    def __init__(self, path: Path | str, on_notice: Callable[[Notice], None] | None = None) -> None:
+        """Open (or create) the database at ``path``; ``on_notice`` is told about each committed change."""
+        self.path = Path(path)
+        self.on_notice = on_notice
+        """The listener (may be set later, e.g. once the fanout exists)."""
+        self._restore_file = self.path.with_name(self.path.name + RESTORE_SUFFIX)
+        self._restore_file.unlink(missing_ok=True)  # an unfinished restore: the live database is untouched
+        self._failed: str | None = None
+        self._open()
+
+    def _open(self) -> None:
+        self._conn = schema.open_database(self.path)
+        self._writer = ChatWriter(self._conn)
+        self._index, self._time = ChatQueries(self._conn).applied_position()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The open connection (reads between applies; it changes on ``restore``)."""
+        return self._conn
+
+    @property
+    def queries(self) -> ChatQueries:
+        """Reads of this state machine's database."""
+        return ChatQueries(self)
+
+    def durable_position(self) -> tuple[int, int]:
+        """``(index, log time)`` of the last command applied and committed; ``(0, 0)`` for a new database."""
+        return self._index, self._time
+
+    def apply(self, command: LogCommand) -> object:
+        """Apply one committed command in one transaction; returns its result or raises its refusal."""
+        if self._failed is not None:
+            raise StoreFailed(self._failed)
+        if command.index <= self._index:
+            log.warning("entry %d was applied already (applied index %d); skipped", command.index, self._index)
+            return None
+        try:
+            cmd = decode(command.data)
+        except CommandDecodeError as exc:
+            log.error("entry %d is not a chat command and is skipped: %s", command.index, exc)
+            self._record_position(command)
+            raise InvalidArgument(
+                "the server could not read this request (malformed command); nothing changed"
+            ) from None
+        conn = self._conn
+        notices: list[Notice] = []
+        conn.execute("BEGIN")
+        try:
+            result = self._writer.apply(cmd, command.time, notices)
+            conn.execute(_SET_POSITION, (command.index, command.time))
+            conn.execute("COMMIT")
+        except ChatRefusal:
+            self._rollback()
+            self._record_position(command)
+            raise
+        except sqlite3.OperationalError as exc:
+            self._rollback()
+            self._failed = f"the chat database failed at entry {command.index} ({exc}); restart the node"
+            log.exception("entry %d (%s): database failure; the state machine stops", command.index, cmd.op)
+            raise StoreFailed(self._failed) from exc
+        except Exception:
+            self._rollback()
+            log.exception("entry %d (%s) could not be applied; it is skipped", command.index, cmd.op)
+            self._record_position(command)
+            raise
+        except BaseException:
+            self._rollback()
+            raise
+        self._index, self._time = command.index, command.time
+        listener = self.on_notice
+        if listener is not None:
+            for notice in notices:
+                try:
+                    listener(notice)
+                except Exception:
+                    log.exception("the notice listener failed on %r", notice)
+        return result
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def _record_position(self, command: LogCommand) -> None:
+        """Record that ``command`` was applied (it changed nothing) in its own transaction."""
+        self._conn.execute(_SET_POSITION, (command.index, command.time))
+        self._index, self._time = command.index, command.time
+
+    def snapshot(self) -> bytes:
+        """A consistent image of the whole database (call between applies)."""
+        image = bytearray(self._conn.serialize())
+        image[18] = image[19] = 1  # rollback-journal form: it opens anywhere, even in memory
+        return bytes(image)
+
+    def restore(self, data: bytes) -> None:
+        """Replace the database atomically with an image ``snapshot`` produced (``SnapshotError`` if not one).
+
+        Until the final rename the live database is untouched; after it the new one is in place.
+        """
+        image = _checked_image(data)
+        tmp = self._restore_file
+        with open(tmp, "wb") as f:
+            f.write(image)
+            f.flush()
+            os.fsync(f.fileno())
+        conn = self._conn
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+        for suffix in ("-wal", "-shm"):
+            self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+        os.replace(tmp, self.path)
+        _fsync_directory(self.path.parent)
+        self._failed = None
+        self._open()
+        log.info("chat database restored from a snapshot at index %d", self._index)
+
+    def close(self) -> None:
+        """Close the database (the object is unusable afterwards)."""
+        self._conn.close()
+
+    def __enter__(self) -> ChatStateMachine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
