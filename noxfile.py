@@ -179,7 +179,7 @@ def unit(session: nox.Session, package: str) -> None:
 def integration(session: nox.Session) -> None:
     """Run the multi-process cluster tests in tests/integration (``-- --long`` adds the long variants)."""
     session.install(*TEST_DEPS)
-    install_editable(session, "raft-core", "raft-grpc")
+    install_editable(session, "raft-core", "raft-grpc", "chat-server", "chat-client-qt")
     session.run("pytest", f"--timeout={PER_TEST_TIMEOUT_S}", "tests/integration", *session.posargs)
 
 
@@ -208,10 +208,22 @@ def bench(session: nox.Session) -> None:
     session.run("python", "packages/raft-core/benchmarks/bench_runtime.py", *session.posargs)
     install_editable(session, "raft-grpc")
     session.run("python", "packages/raft-grpc/benchmarks/bench_kv.py", *session.posargs)
+    install_editable(session, "chat-server", "chat-client-qt")
+    session.run("python", "packages/chat-server/benchmarks/bench_chat.py", *session.posargs)
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Run the demo: a simulated 5-node cluster with faults (until the server exists)."""
+    """Run a local 5-node chat cluster and a scripted chat on it that survives a leader kill.
+
+    The cluster keeps running for the desktop client until Ctrl-C (``-- --exit`` stops after the script).
+    """
+    install_editable(session, "chat-server", "chat-client-qt")
+    session.run("python", "demo/chat_demo.py", *session.posargs)
+
+
+@nox.session(name="sim-demo")
+def sim_demo(session: nox.Session) -> None:
+    """Run raft-core's simulated 5-node cluster with faults, printed as it happens."""
     install_editable(session, "raft-core")
     session.run("python", "-m", "raft_core.testing.demo", *session.posargs)

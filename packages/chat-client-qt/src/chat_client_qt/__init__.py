@@ -1,3 +1,3 @@
-"""chat_client_qt: the Qt desktop chat client (planned). Nothing is implemented yet."""
+"""chat-client-qt: the chat service's desktop client; ``chat_client_qt.client`` is its Qt-free library."""
 
 __version__ = "0.1.0"

@@ -92,7 +92,7 @@ class ChatServer:
         sm = ChatStateMachine(data_dir / "chat.db", on_notice=lambda notice: fanout_ref[0].notify(notice))
         self.state_machine = sm
         queries = ChatQueries(sm)
-        fanout = Fanout(queries, co_members=getattr(queries, "co_members", None))
+        fanout = Fanout(queries, co_members=queries.co_members)
         fanout_ref.append(fanout)
         self.fanout = fanout
 
