@@ -9,6 +9,8 @@ import pytest
 from raft_core.errors import SessionsUnavailable, StorageError
 from raft_core.runtime import Command, DurableStateMachine, MemoryNetwork, Node, NodeOptions
 from raft_core.storage.memory import MemoryStorage
+from raft_core.testing.runtime_sim import Cluster, command
+from raft_core.testing.virtual_loop import run_virtual
 from raft_core.types import Membership
 
 
@@ -133,3 +135,20 @@ def test_wait_applied_returns_once_the_index_is_applied_and_times_out_otherwise(
         await node.stop()
 
     asyncio.run(main())
+
+
+def test_an_idempotent_proposal_forwarded_to_a_leader_that_dies_is_forwarded_again_to_the_next():
+    async def main() -> None:
+        c = Cluster(3, seed=71)
+        await c.start_all()
+        lead = await c.wait_leader()
+        follower = next(i for i in c.ids if i != lead.id)
+        c.net.isolate(lead.id, c.ids)  # the leader hears nothing more: the forwarded proposal dies with it
+        pending = asyncio.ensure_future(c.nodes[follower].propose(command("x", 1), timeout=30, idempotent=True))
+        result = await pending  # answered by the next leader, well before the 30 s timeout
+        assert isinstance(result, dict) and result["seq"] == 1
+        assert c.nodes[follower].leader not in (0, lead.id)
+        c.net.heal()
+        await c.stop_all()
+
+    run_virtual(main())

@@ -74,7 +74,11 @@ class ServiceContext:
         start = time.monotonic()
         outcome = "ok"
         try:
-            return await self.node.propose(commands.encode(command), timeout=self.timeout(context))
+            # Every chat command is idempotent (request ids are deduplicated by the state machine; mark-read,
+            # typing and presence are idempotent by nature), so a follower may forward it again after a
+            # leader change instead of letting it time out with a dead leader.
+            data = commands.encode(command)
+            return await self.node.propose(data, timeout=self.timeout(context), idempotent=True)
         except ChatError:
             outcome = "error"
             raise

@@ -466,7 +466,7 @@ class MessageHandlers:
         expires = self.ctx.now_ms() + int(PRESENCE_LEASE_S * 1000) if online else 0
         command = commands.Presence(actor=username, online=online, expires_at_ms=expires)
         try:
-            await self.ctx.node.propose(commands.encode(command), timeout=PRESENCE_RENEW_S)
+            await self.ctx.node.propose(commands.encode(command), timeout=PRESENCE_RENEW_S, idempotent=True)
         except Exception as exc:  # presence is best effort: the next renewal tries again
             log.debug("presence update for a user failed: %s", type(exc).__name__)
 

@@ -246,6 +246,7 @@ class Node:
         seq: int = 0,
         floor: int | None = None,
         timeout: float | None = None,
+        idempotent: bool = False,
     ) -> object:
         """Replicate ``command``; returns the state machine's result once applied on this node.
 
@@ -257,6 +258,10 @@ class Node:
         ``ProposalDropped`` when it was certainly not applied, ``CommitUnknown`` after ``timeout`` (the
         outcome is unknown: retry with the same session to be safe), ``CommandFailed`` when the state
         machine refused it, and ``SessionError`` when the session is unknown or expired.
+
+        ``idempotent`` says that applying ``command`` twice has the effect (and answer) of applying it once, as
+        with a state machine that deduplicates by a request id inside the command: a follower that forwarded
+        it then forwards it again when a new leader appears, instead of leaving it to time out with the old one.
         """
         self._check_running()
         if len(command) > self.options.max_command_bytes:
@@ -271,7 +276,7 @@ class Node:
             )
             return await self._submit(request, data, timeout, resendable=True)
         data = envelope.encode(self.id, request, self._clock(), command)
-        return await self._submit(request, data, timeout)
+        return await self._submit(request, data, timeout, resendable=idempotent)
 
     async def open_session(self, *, timeout: float | None = None) -> str:
         """Open an exactly-once session and return its client id (the log index of its opening entry).
