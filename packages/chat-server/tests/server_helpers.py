@@ -172,3 +172,10 @@ async def aiter_events(stream: Any) -> AsyncIterator[Any]:
         kind, payload = betterproto2.which_one_of(item, "payload")
         if kind == "event":
             yield payload
+
+
+async def send(caller: Caller, conversation_id: str, body: str) -> Any:
+    """Send ``body`` with a fresh request id; the SendMessageResponse."""
+    return await caller(
+        "SendMessage", api.SendMessageRequest(conversation_id=conversation_id, body=body, request_id=rid())
+    )

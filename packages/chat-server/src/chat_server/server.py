@@ -57,6 +57,7 @@ def node_options(settings: Settings) -> NodeOptions:
         heartbeat_ticks=settings.heartbeat_ticks,
         snapshot_entries=settings.snapshot_entries,
         compact_keep_entries=settings.compact_keep_entries,
+        forward_proposals=settings.forward_writes,
     )
 
 
@@ -120,7 +121,9 @@ class ChatServer:
             node, queries, s.client_addresses(), limiter, observe_proposal=self.metrics.observe_proposal
         )
         passwords = Passwords(time_cost=s.password_hash_time_cost, memory_kib=s.password_hash_memory_kib)
-        self._messages = MessageHandlers(ctx, fanout, passwords, token_ttl_s=s.token_ttl_s)
+        self._messages = MessageHandlers(
+            ctx, fanout, passwords, token_ttl_s=s.token_ttl_s, max_subscribers=s.max_subscribers
+        )
         data = DataHandlers(ctx, s.admin_token_value())
         self._monitoring = MonitoringHandlers(
             ctx,

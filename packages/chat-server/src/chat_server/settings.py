@@ -291,6 +291,10 @@ class Settings(BaseSettings):
     unsafe_skip_fsync: bool = Field(
         default=False, description="Never fsync (tests only: a crash may lose acknowledged writes)."
     )
+    forward_writes: bool = Field(
+        default=True,
+        description="Followers forward writes to the leader; false: they answer UNAVAILABLE naming the leader.",
+    )
 
     # -- service limits
     token_ttl_s: int = Field(default=7 * 86_400, ge=1, description="Lifetime of a session token, in seconds.")

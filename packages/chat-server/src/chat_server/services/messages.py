@@ -58,8 +58,17 @@ def _limit(value: int, default: int, maximum: int) -> int:
 class MessageHandlers:
     """The handlers of ``chat.v1.MessageService`` on one node."""
 
-    def __init__(self, ctx: ServiceContext, fanout: Fanout, passwords: Passwords, *, token_ttl_s: float) -> None:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        fanout: Fanout,
+        passwords: Passwords,
+        *,
+        token_ttl_s: float,
+        max_subscribers: int = 10_000,
+    ) -> None:
         self.ctx = ctx
+        self.max_subscribers = max_subscribers
         self.fanout = fanout
         self.passwords = passwords
         self.token_ttl_ms = int(token_ttl_s * 1000)
@@ -412,6 +421,11 @@ class MessageHandlers:
     ) -> AsyncIterator[api.ServerEvent]:
         """Every event after the cursors, then live events, typing and presence, with periodic heartbeats."""
         me = await self.ctx.caller(context)
+        if len(self.fanout) >= self.max_subscribers:
+            raise ChatError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this node serves its maximum of {self.max_subscribers} subscriptions; use another node",
+            )
         cursors: dict[str, int] = {}
         for cursor in request.cursors:
             cursors[cursor.conversation_id] = cursor.after_seq
