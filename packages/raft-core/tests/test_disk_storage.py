@@ -223,3 +223,13 @@ def test_hypothetical_ops_are_well_formed():
             kinds.add(Snapshot)
         apply_op(mem, op)
     assert kinds == {Persist, Create, Compact, Snapshot}
+
+
+def test_on_sync_is_told_each_batch_fdatasync(tmp_path: Path) -> None:
+    timings: list[float] = []
+    storage = DiskStorage.open(tmp_path, membership=BOOT, on_sync=timings.append)
+    storage.persist(hard_state=None, entries=ents(1, 1), snapshot=None, sync=True)
+    storage.persist(hard_state=None, entries=ents(2, 1), snapshot=None, sync=False)
+    storage.persist(hard_state=None, entries=ents(3, 1), snapshot=None, sync=True)
+    storage.close()
+    assert len(timings) == 2 and all(t >= 0 for t in timings)

@@ -112,6 +112,7 @@ class ChatServer:
             data_dir / "raft",
             membership=Membership.of(*s.peer_addresses()),
             unsafe_skip_fsync=s.unsafe_skip_fsync,
+            on_sync=self.metrics.observe_fsync,
         )
         node = Node(s.node_id, sm, storage, transport, node_options(s))
         self.node = node
