@@ -164,3 +164,28 @@ def test_close_all_ends_every_stream(store: Store) -> None:
         assert len(fanout) == 0
 
     asyncio.run(main())
+
+
+def test_a_long_backlog_is_read_a_page_at_a_time_and_delivered_whole(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fanout_module, "CATCH_UP_PAGE", 7)
+
+    async def main() -> None:
+        fanout = wire(store)
+        store.register("alice", "bob")
+        room = store.room("alice", members=("bob",))
+        for i in range(30):
+            store.send("alice", room, f"m{i}")
+        sub = fanout.open("bob", {room: 0})
+        stream = fanout.stream(sub, heartbeat_s=60)
+        await anext(stream)
+        first = await events(stream, 10)
+        store.send("alice", room, "during the catch-up")  # queued live, and read again by a later page
+        rest = await events(stream, 24)
+        seqs = [e.seq for e in first + rest]
+        assert seqs == list(range(1, 35))
+        assert rest[-1].body == "during the catch-up"
+        await stream.aclose()
+
+    asyncio.run(main())

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -229,15 +229,17 @@ class Fanout:
             after = page[-1].seq
         return out
 
-    def _catch_up(self, sub: Subscription) -> list[EventRow]:
-        """Everything after ``sub``'s cursors in the database now (read without awaiting: one consistent view)."""
-        out: list[EventRow] = []
+    def _catch_up(self, sub: Subscription) -> Iterator[EventRow]:
+        """Everything after ``sub``'s cursors in the database, read a page at a time as the stream is consumed.
+
+        Memory stays bounded by one page however far behind the stream is; commits between pages are queued
+        live and dropped later as duplicates, since every page is read from the cursor the previous one left.
+        """
         for conversation_id in list(sub.cursors):
-            after = sub.cursors[conversation_id]
-            while True:
-                page, more = self._source.events(conversation_id, after_seq=after, limit=CATCH_UP_PAGE)
-                out.extend(self._advance(sub, page))
-                if not more or not page or conversation_id not in sub.cursors:
+            while conversation_id in sub.cursors:
+                page, more = self._source.events(
+                    conversation_id, after_seq=sub.cursors[conversation_id], limit=CATCH_UP_PAGE
+                )
+                yield from self._advance(sub, page)
+                if not more or not page:
                     break
-                after = page[-1].seq
-        return out
