@@ -218,10 +218,17 @@ class Fanout:
                 self._discard(self._by_conversation, event.conversation_id, sub)
         return delivered
 
+    def _page_after(self, conversation_id: str, after: int, limit: int) -> tuple[list[EventRow], bool]:
+        """Up to ``limit`` events with seq > ``after``, oldest first (``after_seq=0`` would mean "the newest")."""
+        if after == 0:
+            page, _ = self._source.events(conversation_id, before_seq=limit + 1, limit=limit)
+            return page, len(page) == limit
+        return self._source.events(conversation_id, after_seq=after, limit=limit)
+
     def _read_range(self, conversation_id: str, after: int, upto: int) -> list[EventRow]:
         out: list[EventRow] = []
         while after < upto:
-            page, _ = self._source.events(conversation_id, after_seq=after, limit=min(CATCH_UP_PAGE, upto - after))
+            page, _ = self._page_after(conversation_id, after, min(CATCH_UP_PAGE, upto - after))
             page = [e for e in page if e.seq <= upto]
             if not page:
                 break
@@ -237,9 +244,8 @@ class Fanout:
         """
         for conversation_id in list(sub.cursors):
             while conversation_id in sub.cursors:
-                page, more = self._source.events(
-                    conversation_id, after_seq=sub.cursors[conversation_id], limit=CATCH_UP_PAGE
-                )
-                yield from self._advance(sub, page)
-                if not more or not page:
+                page, more = self._page_after(conversation_id, sub.cursors[conversation_id], CATCH_UP_PAGE)
+                delivered = self._advance(sub, page)
+                yield from delivered
+                if not more or not delivered:
                     break
