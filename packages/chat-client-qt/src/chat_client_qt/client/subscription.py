@@ -347,9 +347,11 @@ class Subscription:
         events: list[api.Event] = []
         cursor = last
         while cursor < seq - 1:
-            page = await self._client.history(
-                conversation_id, after_seq=cursor, limit=min(self.history_page, seq - 1 - cursor)
-            )
+            limit = min(self.history_page, seq - 1 - cursor)
+            if cursor == 0:  # after_seq=0 means "the newest page": ask for the first page by its upper bound
+                page = await self._client.history(conversation_id, before_seq=limit + 1, limit=limit)
+            else:
+                page = await self._client.history(conversation_id, after_seq=cursor, limit=limit)
             progressed = False
             for event in page.events:
                 if event.seq <= cursor or event.seq >= seq:
