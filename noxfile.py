@@ -22,6 +22,7 @@ ROOT = Path(__file__).parent
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"]
+QT_TEST_DEPS = ["pytest-qt>=4.4"]  # only where PyQt6 is installed: the plugin needs a Qt binding
 # betterproto2-compiler formats its output with ruff, so ruff is pinned with it for reproducible output.
 PROTO_TOOLS = ["grpcio-tools==1.85.1", "mypy-protobuf==5.1.0", "betterproto2-compiler==0.10.1", RUFF]
 
@@ -167,6 +168,9 @@ def unit(session: nox.Session, package: str) -> None:
         session.skip(f"{package} has no tests yet")
     session.install(*TEST_DEPS)
     install_editable(session, package)
+    if package == "chat-client-qt":  # its app tests run against a real local cluster (chat_server.cluster)
+        session.install(*QT_TEST_DEPS)
+        install_editable(session, "chat-server")
     session.run(
         "pytest",
         f"--timeout={PER_TEST_TIMEOUT_S}",
@@ -220,6 +224,18 @@ def demo(session: nox.Session) -> None:
     """
     install_editable(session, "chat-server", "chat-client-qt")
     session.run("python", "demo/chat_demo.py", *session.posargs)
+
+
+@nox.session
+def screenshots(session: nox.Session) -> None:
+    """Save PNG screenshots of the desktop app into docs/screenshots/ (a local cluster with demo data)."""
+    install_editable(session, "chat-server", "chat-client-qt")
+    session.run(
+        "python",
+        "packages/chat-client-qt/tools/screenshots.py",
+        *session.posargs,
+        env={"QT_QPA_PLATFORM": "offscreen"},
+    )
 
 
 @nox.session(name="sim-demo")
