@@ -99,8 +99,9 @@ def _raw(data: bytes) -> bytes:
     return data
 
 
-def _serialize(message: betterproto2.Message) -> bytes:
-    return bytes(message)
+def _serialize(message: betterproto2.Message | bytes) -> bytes:
+    # A handler may yield bytes it encoded once for many streams (the same event to every subscriber).
+    return message if isinstance(message, bytes) else bytes(message)
 
 
 def generic_handler(

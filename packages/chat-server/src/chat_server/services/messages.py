@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -39,6 +40,7 @@ PRESENCE_RENEW_S = 15.0
 TYPING_THROTTLE_S = 3.0
 TYPING_TTL_S = 6.0
 HEARTBEAT_S = 10.0
+ENCODED_CACHE = 4096
 
 
 def build(model: type[M], **fields: Any) -> M:
@@ -73,6 +75,8 @@ class MessageHandlers:
         self.passwords = passwords
         self.token_ttl_ms = int(token_ttl_s * 1000)
         self._typing_sent: dict[tuple[str, str], float] = {}
+        # Each live event is encoded once for all the streams it goes to (key: its identity and version).
+        self._encoded: OrderedDict[tuple[str, int, int, bool], bytes] = OrderedDict()
         self._streams: dict[str, int] = {}  # username -> open streams on this node
         self._presence_tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -418,7 +422,7 @@ class MessageHandlers:
 
     async def subscribe(
         self, request: api.SubscribeRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[api.ServerEvent]:
+    ) -> AsyncIterator[api.ServerEvent | bytes]:
         """Every event after the cursors, then live events, typing and presence, with periodic heartbeats."""
         me = await self.ctx.caller(context)
         if len(self.fanout) >= self.max_subscribers:
@@ -437,7 +441,7 @@ class MessageHandlers:
         finally:
             self._stream_closed(me)
 
-    def _server_event(self, item: EventRow | TypingNotice | PresenceNotice | None) -> api.ServerEvent:
+    def _server_event(self, item: EventRow | TypingNotice | PresenceNotice | None) -> api.ServerEvent | bytes:
         if item is None:
             status = self.ctx.node
             return api.ServerEvent(
@@ -449,7 +453,13 @@ class MessageHandlers:
             return api.ServerEvent(typing=convert.typing(item))
         if isinstance(item, PresenceNotice):
             return api.ServerEvent(presence=convert.presence(item, self.ctx.now_ms()))
-        return api.ServerEvent(event=convert.event(item))
+        key = (item.conversation_id, item.seq, item.edited_at_ms, item.deleted)
+        data = self._encoded.get(key)
+        if data is None:
+            data = self._encoded[key] = bytes(api.ServerEvent(event=convert.event(item)))
+            if len(self._encoded) > ENCODED_CACHE:
+                self._encoded.popitem(last=False)
+        return data
 
     def _stream_opened(self, username: str) -> None:
         self._streams[username] = self._streams.get(username, 0) + 1
