@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import ChatNodes, Cluster
+from harness import Cluster
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,23 +45,6 @@ def clusters(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callabl
     def make(size: int, **kwargs: Any) -> Cluster:
         name = kwargs.pop("name", f"cluster{len(made)}")
         cluster = Cluster(tmp_path / name, size, name=name, **kwargs)
-        made.append(cluster)
-        return cluster
-
-    yield make
-    for cluster in made:
-        cluster.force_cleanup()
-
-
-@pytest.fixture
-def chat_clusters(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., ChatNodes]]:
-    """A factory of (not yet started) chat-server ``ChatNodes`` under ``tmp_path``; the finalizer kills them."""
-    made: list[Cluster] = []
-    request.node._clusters = made
-
-    def make(size: int, **kwargs: Any) -> ChatNodes:
-        name = kwargs.pop("name", f"chat{len(made)}")
-        cluster = ChatNodes(tmp_path / name, size, name=name, **kwargs)
         made.append(cluster)
         return cluster
 

@@ -1,7 +1,6 @@
 """The multi-process test harness: node processes, the proxy network, client load and history checks."""
 
 from .aio import eventually, run
-from .chat import ChatNodes
 from .checks import verify
 from .cluster import Cluster, LeaderMonitor, NodeView, Timing, free_port, host_of
 from .history import History, LinearizabilityUnknown, Op, Outcome, check_final_state, check_linearizable
@@ -10,7 +9,6 @@ from .proxy import LinkProxy, LinkState, Network
 from .workload import Workload, keys_of
 
 __all__ = [
-    "ChatNodes",
     "Cluster",
     "History",
     "LeaderMonitor",
