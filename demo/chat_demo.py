@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from chat_client_qt.client import AlreadyExists, ChatClient, api
@@ -46,10 +47,10 @@ async def watch(client: ChatClient, who: str, seen: list[api.Event], names: dict
                 say(f"    {who} received  [{room} #{item.seq}] {item.sender}: {item.body}")
 
 
-async def wait_for(predicate: object, timeout: float, what: str) -> None:
+async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll ``predicate()`` until true or fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError(f"gave up waiting for {what}")
         await asyncio.sleep(0.05)

@@ -36,10 +36,8 @@ CATCH_UP_PAGE = 200
 class EventSource(Protocol):
     """The read side the fan-out needs (``ChatQueries``)."""
 
-    def events(
-        self, conversation_id: str, before_seq: int = 0, after_seq: int = 0, limit: int = 50
-    ) -> tuple[list[EventRow], bool]:
-        """A page of events, oldest first, and whether more exist in that direction."""
+    def events_after(self, conversation_id: str, after_seq: int, limit: int = 50) -> tuple[list[EventRow], bool]:
+        """The oldest ``limit`` events with seq > ``after_seq``, and whether newer ones exist."""
         ...
 
     def memberships(self, username: str) -> list[MembershipRow]:
@@ -119,7 +117,8 @@ class Fanout:
         for subs in list(self._by_user.values()):
             for sub in list(subs):
                 self.close(sub)
-                sub.queue.put_nowait(_WAKE) if not sub.queue.full() else None
+                if not sub.queue.full():
+                    sub.queue.put_nowait(_WAKE)
 
     @staticmethod
     def _discard(index: dict[str, set[Subscription]], key: str, sub: Subscription) -> None:
@@ -218,17 +217,10 @@ class Fanout:
                 self._discard(self._by_conversation, event.conversation_id, sub)
         return delivered
 
-    def _page_after(self, conversation_id: str, after: int, limit: int) -> tuple[list[EventRow], bool]:
-        """Up to ``limit`` events with seq > ``after``, oldest first (``after_seq=0`` would mean "the newest")."""
-        if after == 0:
-            page, _ = self._source.events(conversation_id, before_seq=limit + 1, limit=limit)
-            return page, len(page) == limit
-        return self._source.events(conversation_id, after_seq=after, limit=limit)
-
     def _read_range(self, conversation_id: str, after: int, upto: int) -> list[EventRow]:
         out: list[EventRow] = []
         while after < upto:
-            page, _ = self._page_after(conversation_id, after, min(CATCH_UP_PAGE, upto - after))
+            page, _ = self._source.events_after(conversation_id, after, min(CATCH_UP_PAGE, upto - after))
             page = [e for e in page if e.seq <= upto]
             if not page:
                 break
@@ -244,7 +236,7 @@ class Fanout:
         """
         for conversation_id in list(sub.cursors):
             while conversation_id in sub.cursors:
-                page, more = self._page_after(conversation_id, sub.cursors[conversation_id], CATCH_UP_PAGE)
+                page, more = self._source.events_after(conversation_id, sub.cursors[conversation_id], CATCH_UP_PAGE)
                 delivered = self._advance(sub, page)
                 yield from delivered
                 if not more or not delivered:

@@ -281,6 +281,15 @@ class ChatQueries:
         ).fetchone()
         return None if r is None else event_row(r)
 
+    def events_after(self, conversation_id: str, after_seq: int, limit: int = 50) -> tuple[list[EventRow], bool]:
+        """The oldest ``limit`` events with seq > ``after_seq`` (0: from the first), and whether newer ones exist."""
+        n = _limit(limit, 50)
+        rows = self._conn.execute(
+            f"SELECT {EVENT_COLUMNS} FROM events AS e WHERE e.conversation_id = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
+            (conversation_id, after_seq, n + 1),
+        ).fetchall()
+        return [event_row(r) for r in rows[:n]], len(rows) > n
+
     def events(
         self, conversation_id: str, before_seq: int = 0, after_seq: int = 0, limit: int = 50
     ) -> tuple[list[EventRow], bool]:
@@ -295,10 +304,7 @@ class ChatQueries:
         n = _limit(limit, 50)
         select = f"SELECT {EVENT_COLUMNS} FROM events AS e WHERE e.conversation_id = ? "
         if after_seq:
-            rows = self._conn.execute(
-                select + "AND e.seq > ? ORDER BY e.seq LIMIT ?", (conversation_id, after_seq, n + 1)
-            ).fetchall()
-            return [event_row(r) for r in rows[:n]], len(rows) > n
+            return self.events_after(conversation_id, after_seq, n)
         if before_seq:
             rows = self._conn.execute(
                 select + "AND e.seq < ? ORDER BY e.seq DESC LIMIT ?", (conversation_id, before_seq, n + 1)
