@@ -39,17 +39,27 @@ _ENUM_FIELDS: dict[type, dict[str, type[IntEnum]]] = {
 }
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {
+    cls: tuple(field.name for field in dataclasses.fields(cls)) for cls in _ROWS.values()
+}
+_PLAIN: frozenset[type] = frozenset((str, int, float, bool, type(None)))
+
+
 def to_json_value(value: object) -> object:
     """``value`` (rows, dicts with str keys, lists, tuples, bytes, scalars) as a JSON value."""
-    if value is None or isinstance(value, bool | int | float | str):
+    kind = type(value)
+    if kind in _PLAIN:  # the common case first: every result holds many of these
+        return value
+    names = _FIELD_NAMES.get(kind)
+    if names is not None:
+        out: dict[str, object] = {"$": kind.__name__}
+        for name in names:
+            out[name] = to_json_value(getattr(value, name))
+        return out
+    if isinstance(value, bool | int | float | str):
         return int(value) if isinstance(value, IntEnum) else value
     if isinstance(value, bytes):
         return {"$b": base64.b64encode(value).decode("ascii")}
-    if dataclasses.is_dataclass(value) and type(value).__name__ in _ROWS:
-        out: dict[str, object] = {"$": type(value).__name__}
-        for field in dataclasses.fields(value):
-            out[field.name] = to_json_value(getattr(value, field.name))
-        return out
     if isinstance(value, dict):
         return {str(k): to_json_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -91,6 +101,11 @@ class AppliedRequests:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self._oldest: int | None = None  # a lower bound of the oldest entry's time_ms (None: unknown)
+
+    def forget_cache(self) -> None:
+        """Forget what is cached about the table (after a rollback, which may have undone a prune)."""
+        self._oldest = None
 
     def lookup(self, actor: str, request_id: str) -> tuple[str, object] | None:
         """``(op, result)`` of the command already applied under ``(actor, request_id)``, or None."""
@@ -107,13 +122,24 @@ class AppliedRequests:
             "INSERT INTO applied_requests (actor, request_id, op, time_ms, result) VALUES (?, ?, ?, ?, ?)",
             (actor, request_id, op, time_ms, encode_result(result)),
         )
+        if self._oldest is not None and time_ms < self._oldest:
+            self._oldest = time_ms
 
     def prune(self, now_ms: int) -> int:
-        """Forget up to ``PRUNE_BATCH`` of the oldest entries older than ``RETENTION_MS``; how many went."""
+        """Forget up to ``PRUNE_BATCH`` of the oldest entries older than ``RETENTION_MS``; how many went.
+
+        The oldest entry's time is cached (a lower bound), so that the common case, nothing to prune, costs no
+        statement; the outcome is the same as always asking the table.
+        """
+        cutoff = now_ms - RETENTION_MS
+        if self._oldest is not None and self._oldest >= cutoff:
+            return 0
         cur = self._conn.execute(
             "DELETE FROM applied_requests WHERE (actor, request_id) IN ("
             " SELECT actor, request_id FROM applied_requests WHERE time_ms < ?"
             " ORDER BY time_ms, actor, request_id LIMIT ?)",
-            (now_ms - RETENTION_MS, PRUNE_BATCH),
+            (cutoff, PRUNE_BATCH),
         )
+        (oldest,) = self._conn.execute("SELECT min(time_ms) FROM applied_requests").fetchone()
+        self._oldest = oldest  # None for an empty table: asked again next time
         return cur.rowcount

@@ -7,7 +7,7 @@ order), ``messages_fts`` (an FTS5 index over the bodies of live MESSAGE events, 
 ``events``), ``applied_requests`` (the exactly-once table) and ``kv`` (the admin key-value store).
 
 Connections run in autocommit mode (``isolation_level=None``): the state machine issues BEGIN / COMMIT itself,
-one transaction per command. WAL with ``synchronous=NORMAL``: a power cut may lose the newest commits, which
+one transaction per batch of commands. WAL with ``synchronous=NORMAL``: a power cut may lose the newest commits, which
 is safe because the applied index is committed with them and the Raft log still holds those entries.
 """
 

@@ -1,19 +1,27 @@
 """``ChatStateMachine``: the replicated chat state, applied into one SQLite database file per node.
 
-It is a raft-core ``DurableStateMachine``: each command is applied in one transaction that also stores the
-command's index and log time (table ``meta``), so after a restart ``durable_position()`` says exactly how far
-the file got and the runtime resumes right after it, never applying an entry twice. A refused command (a
-``ChatRefusal``) is rolled back but its index is still recorded; so is a command whose bytes do not decode
-(logged, refused with ``InvalidArgument``). Any other error is a bug or a local failure: a deterministic one
-(e.g. a constraint violated by a bug) is rolled back and recorded like a refusal; a failing disk
-(``sqlite3.OperationalError``) stops the state machine (``StoreFailed`` from then on) without recording the
-index, so that a restarted node re-applies from its last good position.
+It is a raft-core ``DurableStateMachine`` and ``BatchingStateMachine``: the commands of one batch (what the
+runtime applies from one Ready; a lone ``apply`` outside a batch is a batch of one) are applied in one
+transaction, each inside its own savepoint, and the transaction also stores the last command's index and log
+time (table ``meta``), so after a restart ``durable_position()`` says exactly how far the file got and the
+runtime resumes right after it, never applying an entry twice. One commit per batch instead of per command
+is what makes a busy node cheap: a commit writes every page the command touched to the WAL. A refused command
+(a ``ChatRefusal``) is rolled back to its savepoint but its index is still recorded; so is a command whose
+bytes do not decode (logged, refused with ``InvalidArgument``). Any other error is a bug or a local failure:
+a deterministic one (e.g. a constraint violated by a bug) is rolled back and recorded like a refusal; a
+failing disk (``sqlite3.OperationalError``) rolls back the whole batch and stops the state machine
+(``StoreFailed`` from then on, ``end_batch`` included, which stops the node) without recording the index, so
+that a restarted node re-applies from its last good position (the log still holds the batch).
 
 Determinism: ``apply`` reads only the command and ``Command.time``; seqs, ids and times are derived from the
-database and the log, so every node holds the same rows (compare ``Connection.iterdump()``).
+database and the log, so every node holds the same rows (compare ``Connection.iterdump()``), and the same
+results, however its batches fall. Only the full-text index's internal storage (``messages_fts_data`` and
+``messages_fts_idx``: FTS5 writes a segment per transaction) depends on the batch boundaries; what it indexes
+is the same everywhere.
 
-After each commit the optional listener ``on_notice`` gets the command's notices (``store.notices``); never
-for refusals or duplicate retries. A listener exception is logged and does not affect the command.
+After each commit the optional listener ``on_notice`` gets the notices of the batch's commands in order
+(``store.notices``); never for refusals or duplicate retries. A listener exception is logged and does not
+affect the command.
 
 ``snapshot()`` is the whole database image (``Connection.serialize``, in rollback-journal form);
 ``restore(data)`` checks an image, writes it to ``<file>.restore`` in the same directory, fsyncs it, and
@@ -26,6 +34,7 @@ from one thread, the event loop's.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -35,6 +44,7 @@ from typing import Final
 
 from chat_server.commands import CommandDecodeError, decode
 from chat_server.store import schema
+from chat_server.store.checkpoint import Checkpointer
 from chat_server.store.errors import ChatRefusal, InvalidArgument
 from chat_server.store.notices import Notice
 from chat_server.store.queries import ChatQueries
@@ -100,8 +110,13 @@ class ChatStateMachine:
 
     def _open(self) -> None:
         self._conn = schema.open_database(self.path)
+        self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer's thread does it, off the loop
+        self._checkpointer = Checkpointer(self.path)
         self._writer = ChatWriter(self._conn)
         self._index, self._time = ChatQueries(self._conn).applied_position()
+        self._durable = (self._index, self._time)
+        self._batching = False
+        self._notices: list[Notice] = []
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -115,15 +130,59 @@ class ChatStateMachine:
 
     def durable_position(self) -> tuple[int, int]:
         """``(index, log time)`` of the last command applied and committed; ``(0, 0)`` for a new database."""
-        return self._index, self._time
+        return self._durable
+
+    def begin_batch(self) -> None:
+        """Start a batch: the following ``apply`` calls share one transaction, committed by ``end_batch``."""
+        self._batching = True
+
+    def end_batch(self) -> None:
+        """Commit the batch, then tell the listener its notices; ``StoreFailed`` if the database failed."""
+        self._batching = False
+        if self._failed is not None:
+            self._notices.clear()
+            raise StoreFailed(self._failed)
+        conn = self._conn
+        if (self._index, self._time) != self._durable:
+            try:
+                if not conn.in_transaction:
+                    conn.execute("BEGIN")
+                self._writer.flush_search_index()
+                conn.execute(_SET_POSITION, (self._index, self._time))
+                conn.execute("COMMIT")
+                self._checkpointer.note_commit()
+            except sqlite3.OperationalError as exc:
+                self._fail(f"the chat database could not commit entries up to {self._index} ({exc}); restart the node")
+                raise StoreFailed(self._failed) from exc
+        self._durable = (self._index, self._time)
+        notices, self._notices = self._notices, []
+        listener = self.on_notice
+        if listener is not None:
+            for notice in notices:
+                try:
+                    listener(notice)
+                except Exception:
+                    log.exception("the notice listener failed on %r", notice)
 
     def apply(self, command: LogCommand) -> object:
-        """Apply one committed command in one transaction; returns its result or raises its refusal."""
+        """Apply one committed command (in the current batch, or as a batch of one); its result or its refusal."""
+        if self._batching:
+            return self._apply(command)
+        self.begin_batch()
+        try:
+            return self._apply(command)
+        finally:
+            self.end_batch()
+
+    def _apply(self, command: LogCommand) -> object:
         if self._failed is not None:
             raise StoreFailed(self._failed)
         if command.index <= self._index:
             log.warning("entry %d was applied already (applied index %d); skipped", command.index, self._index)
             return None
+        conn = self._conn
+        if not conn.in_transaction:
+            conn.execute("BEGIN")
         try:
             cmd = decode(command.data)
         except CommandDecodeError as exc:
@@ -132,51 +191,56 @@ class ChatStateMachine:
             raise InvalidArgument(
                 "the server could not read this request (malformed command); nothing changed"
             ) from None
-        conn = self._conn
         notices: list[Notice] = []
-        conn.execute("BEGIN")
+        writer = self._writer
+        queued = len(writer.search_updates)
+        conn.execute("SAVEPOINT command")
         try:
-            result = self._writer.apply(cmd, command.time, notices)
-            conn.execute(_SET_POSITION, (command.index, command.time))
-            conn.execute("COMMIT")
+            result = writer.apply(cmd, command.time, notices)
+            conn.execute("RELEASE command")
         except ChatRefusal:
-            self._rollback()
+            self._rollback_command(queued)
             self._record_position(command)
             raise
         except sqlite3.OperationalError as exc:
-            self._rollback()
-            self._failed = f"the chat database failed at entry {command.index} ({exc}); restart the node"
+            self._fail(f"the chat database failed at entry {command.index} ({exc}); restart the node")
             log.exception("entry %d (%s): database failure; the state machine stops", command.index, cmd.op)
             raise StoreFailed(self._failed) from exc
         except Exception:
-            self._rollback()
+            self._rollback_command(queued)
             log.exception("entry %d (%s) could not be applied; it is skipped", command.index, cmd.op)
             self._record_position(command)
             raise
         except BaseException:
-            self._rollback()
+            self._rollback_command(queued)
             raise
-        self._index, self._time = command.index, command.time
-        listener = self.on_notice
-        if listener is not None:
-            for notice in notices:
-                try:
-                    listener(notice)
-                except Exception:
-                    log.exception("the notice listener failed on %r", notice)
+        self._record_position(command)
+        self._notices += notices
         return result
 
-    def _rollback(self) -> None:
+    def _rollback_command(self, queued: int) -> None:
+        """Undo the current command (back to its savepoint), keeping the batch's earlier commands."""
+        self._writer.rolled_back(queued)
         if self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")
+            self._conn.execute("ROLLBACK TO command")
+            self._conn.execute("RELEASE command")
+
+    def _fail(self, reason: str) -> None:
+        """The database failed: drop the whole batch, stop applying (``StoreFailed`` from now on)."""
+        self._failed = reason
+        self._notices.clear()
+        self._writer.rolled_back(0)
+        with contextlib.suppress(sqlite3.Error):
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        self._index, self._time = self._durable
 
     def _record_position(self, command: LogCommand) -> None:
-        """Record that ``command`` was applied (it changed nothing) in its own transaction."""
-        self._conn.execute(_SET_POSITION, (command.index, command.time))
+        """The batch has got as far as ``command`` (``end_batch`` stores it with the batch's changes)."""
         self._index, self._time = command.index, command.time
 
     def snapshot(self) -> bytes:
-        """A consistent image of the whole database (call between applies)."""
+        """A consistent image of the whole database (call between batches)."""
         image = bytearray(self._conn.serialize())
         image[18] = image[19] = 1  # rollback-journal form: it opens anywhere, even in memory
         return bytes(image)
@@ -192,6 +256,7 @@ class ChatStateMachine:
             f.write(image)
             f.flush()
             os.fsync(f.fileno())
+        self._checkpointer.close()
         conn = self._conn
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
@@ -205,6 +270,7 @@ class ChatStateMachine:
 
     def close(self) -> None:
         """Close the database (the object is unusable afterwards)."""
+        self._checkpointer.close()
         self._conn.close()
 
     def __enter__(self) -> ChatStateMachine:

@@ -5,6 +5,11 @@ are the conversation's ``last_seq`` + 1, event ids the next rowid, times the log
 ``ChatRefusal`` before or after writing; the caller rolls the transaction back either way. Notices for the
 listener are appended to the list passed in and delivered by the caller after the commit.
 
+Changes to the full-text index (``messages_fts``) are queued in ``search_updates`` rather than written at once:
+an FTS5 table writes a new index segment each time a savepoint is released, so writing once per batch (the
+caller's ``flush_search_index`` before it commits) is much cheaper than once per command. The caller drops the
+updates a refused command queued (``rolled_back``); nothing reads the index inside a batch.
+
 Results (what ``ChatStateMachine.apply`` returns):
 
 - register, set_display_name, presence: ``UserRow``
@@ -68,6 +73,7 @@ _INSERT_EVENT = (
     "INSERT INTO events (conversation_id, seq, kind, sender, body, target_seq, member, time_ms, edited_at_ms, "
     "deleted, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?)"
 )
+_INFINITIVE: Final = {"edited": "edit", "deleted": "delete"}
 _FTS_INSERT = "INSERT INTO messages_fts (rowid, body) VALUES (?, ?)"
 _FTS_DELETE = "INSERT INTO messages_fts (messages_fts, rowid, body) VALUES ('delete', ?, ?)"
 _BUMP = "UPDATE conversations SET last_seq = ?, last_event_id = ? WHERE id = ?"
@@ -105,6 +111,28 @@ class ChatWriter:
         self._conn = conn
         self._queries = ChatQueries(conn)
         self._applied = AppliedRequests(conn)
+        self.search_updates: list[tuple[str, tuple[int, str]]] = []
+        """Full-text index changes not yet written, in order: (statement, (event id, body))."""
+
+    def flush_search_index(self) -> None:
+        """Write the queued full-text index changes (in the caller's transaction)."""
+        updates, self.search_updates = self.search_updates, []
+        conn, i = self._conn, 0
+        while i < len(updates):  # runs of the same statement go in one executemany
+            j = i + 1
+            while j < len(updates) and updates[j][0] == updates[i][0]:
+                j += 1
+            conn.executemany(updates[i][0], [params for _, params in updates[i:j]])
+            i = j
+
+    def rolled_back(self, keep: int) -> None:
+        """The caller rolled back a command: forget what it queued and cached.
+
+        The full-text changes after the first ``keep`` are dropped, and what is cached about rows it may have
+        changed.
+        """
+        del self.search_updates[keep:]
+        self._applied.forget_cache()
 
     def apply(self, command: ChatCommand, time_ms: int, notices: list[Notice]) -> object:
         """Apply ``command`` at log time ``time_ms`` (or return the first result of a retry); see the module."""
@@ -225,8 +253,9 @@ class ChatWriter:
             _INSERT_EVENT, (conversation_id, seq, kind, sender, body, target_seq, member, time_ms, request_id)
         )
         event_id = cur.lastrowid
+        assert event_id is not None
         if kind is EventKind.MESSAGE:
-            conn.execute(_FTS_INSERT, (event_id, body))
+            self.search_updates.append((_FTS_INSERT, (event_id, body)))
         conn.execute(_BUMP, (seq, event_id, conversation_id))
         return EventRow(conversation_id, seq, kind, sender, body, target_seq, member, time_ms, 0, False, request_id)
 
@@ -404,7 +433,7 @@ class ChatWriter:
                 f"seq {seq} is a {message.kind.name.lower()} event, not a message; only messages can be {verb}"
             )
         if message.sender != actor:
-            raise PermissionDenied(f"message {seq} was sent by someone else; you can only {verb[:-1]} your own")
+            raise PermissionDenied(f"message {seq} was sent by someone else; you can only {_INFINITIVE[verb]} your own")
         if message.deleted:
             raise FailedPrecondition(f"message {seq} was deleted and can no longer be {verb}")
         return r[0], message
@@ -415,8 +444,7 @@ class ChatWriter:
         self._member(cid, actor)
         event_id, message = self._own_message(cid, seq, actor, "edited")
         conn = self._conn
-        conn.execute(_FTS_DELETE, (event_id, message.body))
-        conn.execute(_FTS_INSERT, (event_id, cmd.body))
+        self.search_updates += [(_FTS_DELETE, (event_id, message.body)), (_FTS_INSERT, (event_id, cmd.body))]
         conn.execute("UPDATE events SET body = ?, edited_at_ms = ? WHERE id = ?", (cmd.body, t, event_id))
         event = self._append(
             cid, last_seq + 1, EventKind.EDITED, actor, t, body=cmd.body, target_seq=seq, request_id=cmd.request_id
@@ -431,7 +459,7 @@ class ChatWriter:
         self._member(cid, actor)
         event_id, message = self._own_message(cid, seq, actor, "deleted")
         conn = self._conn
-        conn.execute(_FTS_DELETE, (event_id, message.body))
+        self.search_updates.append((_FTS_DELETE, (event_id, message.body)))
         conn.execute("UPDATE events SET body = '', deleted = 1 WHERE id = ?", (event_id,))
         # The text of its edits goes too: a deleted message keeps no body anywhere.
         conn.execute(

@@ -8,12 +8,13 @@ from raft_core.runtime.memory_transport import MemoryNetwork, MemoryTransport
 from raft_core.runtime.node import LeaderChange, Node
 from raft_core.runtime.options import NodeOptions
 from raft_core.runtime.replicated import NotAttached, ReplicatedObject, query, replicated
-from raft_core.runtime.state_machine import Command, DurableStateMachine, StateMachine
+from raft_core.runtime.state_machine import BatchingStateMachine, Command, DurableStateMachine, StateMachine
 from raft_core.runtime.tcp_transport import TcpTransport
 from raft_core.runtime.transport import Receiver, Transport
 from raft_core.runtime.wire import SnapshotChunk, SnapshotChunkAck, WireMessage
 
 __all__ = [
+    "BatchingStateMachine",
     "Command",
     "DurableStateMachine",
     "LeaderChange",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from raft_core.errors import CommandFailed, RaftError, ResultNotKept, SessionError
 from raft_core.runtime.envelope import EnvelopeError, decode
 from raft_core.runtime.sessions import SessionTable, Verdict, decode_result, encode_result
-from raft_core.runtime.state_machine import Command, StateMachine
+from raft_core.runtime.state_machine import BatchingStateMachine, Command, StateMachine
 from raft_core.types import Entry, EntryKind
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,17 @@ class Applier:
         self.state_machine = state_machine
         self.sessions = sessions
         self.bytes_since_snapshot = 0
+        self._batching = state_machine if isinstance(state_machine, BatchingStateMachine) else None
+
+    def begin_batch(self) -> None:
+        """A run of ``apply`` calls starts (passed on to a ``BatchingStateMachine``)."""
+        if self._batching is not None:
+            self._batching.begin_batch()
+
+    def end_batch(self) -> None:
+        """The run of ``apply`` calls is over (passed on to a ``BatchingStateMachine``; its errors propagate)."""
+        if self._batching is not None:
+            self._batching.end_batch()
 
     def apply(self, entry: Entry) -> Outcome | None:
         """Apply one committed entry; None for entries the core made itself (no-ops)."""

@@ -614,8 +614,12 @@ class Node:
         await self._maybe_snapshot()
 
     def _apply_ready(self, rd: Ready) -> None:
-        for entry in rd.committed_entries:
-            self._apply(entry)
+        if rd.committed_entries:
+            # One batch per Ready: nothing awaits in between, so no caller runs before the batch is closed.
+            self._applier.begin_batch()
+            for entry in rd.committed_entries:
+                self._apply(entry)
+            self._applier.end_batch()
         for rs in rd.read_states:
             if rs.context in self._reads:
                 heapq.heappush(self._reads_to_apply, (rs.index, rs.context))

@@ -1,4 +1,7 @@
-"""``StateMachine`` (and ``DurableStateMachine``): the plug point for what a cluster replicates; ``Command``."""
+"""``StateMachine`` and its refinements ``DurableStateMachine`` and ``BatchingStateMachine``; ``Command``.
+
+These are the plug point for what a cluster replicates.
+"""
 
 from __future__ import annotations
 
@@ -60,4 +63,27 @@ class DurableStateMachine(StateMachine, Protocol):
 
     def durable_position(self) -> tuple[int, int]:
         """``(index, time)`` of the last command whose effects are durable; ``(0, 0)`` for an empty state."""
+        ...
+
+
+@runtime_checkable
+class BatchingStateMachine(StateMachine, Protocol):
+    """A state machine that groups the commands the runtime applies in one go, e.g. into one database transaction.
+
+    The runtime applies committed entries in runs (all those one Ready delivers): it calls ``begin_batch``,
+    then ``apply`` for each command of the run, then ``end_batch``, all without yielding to the event loop, so
+    nothing else (no query, no snapshot) runs in between, and no caller hears its command's result before
+    ``end_batch`` returned. A durable state machine can make the whole run durable in ``end_batch`` (its
+    ``durable_position`` then covers it) instead of after each command; a crash before that only loses work
+    the log still holds. If ``end_batch`` raises, the node stops (a state machine that cannot store what it
+    applied must not keep serving); the batch's commands are committed in the log all the same, so their
+    callers get their results, which the state machine computes again when it re-applies them after a restart.
+    """
+
+    def begin_batch(self) -> None:
+        """A run of ``apply`` calls starts."""
+        ...
+
+    def end_batch(self) -> None:
+        """The run of ``apply`` calls that ``begin_batch`` started is over."""
         ...

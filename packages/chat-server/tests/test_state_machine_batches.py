@@ -1,0 +1,254 @@
+"""ChatStateMachine batches: one transaction per batch gives the same state as one per command, and refusals,
+crashes, the deferred full-text index, the pruning shortcut and the background checkpoints keep it so."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from store_helpers import T0, Store
+
+from chat_server import commands as c
+from chat_server.store import ChatRefusal, ChatStateMachine, NotFound, PermissionDenied, StoreFailed
+from chat_server.store.applied import RETENTION_MS
+from raft_core.runtime import BatchingStateMachine
+
+
+def script() -> list[tuple[c.ChatCommand, int]]:
+    """A mixed history (commands and log times): accounts, rooms, sends, edits, deletes, refusals, retries."""
+    out: list[tuple[c.ChatCommand, int]] = []
+    t = T0
+
+    def add(cmd: c.ChatCommand, step: int = 1) -> None:
+        nonlocal t
+        t += step
+        out.append((cmd, t))
+
+    for name in ("alice", "bob", "carol"):
+        add(c.Register(request_id=f"reg-{name}", username=name, password_hash=f"hash-of-{name}"))
+    add(c.CreateRoom(request_id="room", actor="alice", conversation_id="r:one", name="One", members=["bob"]))
+    for i in range(12):
+        sender = "alice" if i % 2 else "bob"
+        add(c.Send(request_id=f"s{i}", actor=sender, conversation_id="r:one", body=f"word{i} zeta"))
+    # s<i> is at seq 4 + i; alice sent the odd ones.
+    add(c.Send(request_id="s3", actor="alice", conversation_id="r:one", body="a retry"))  # duplicate of s3
+    add(c.Send(request_id="x1", actor="carol", conversation_id="r:one", body="not a member"))  # refused
+    add(c.Edit(request_id="e1", actor="alice", conversation_id="r:one", seq=7, body="edited omega"))
+    add(c.Edit(request_id="e2", actor="alice", conversation_id="r:one", seq=7, body="edited again"))
+    add(c.Edit(request_id="e3", actor="bob", conversation_id="r:one", seq=7, body="not his"))  # refused
+    add(c.Delete(request_id="d1", actor="bob", conversation_id="r:one", seq=8))
+    add(c.MarkRead(actor="bob", conversation_id="r:one", seq=8))
+    add(c.Send(request_id="late", actor="bob", conversation_id="r:one", body="after a day"), step=RETENTION_MS + 5)
+    add(c.Invite(request_id="inv", actor="alice", conversation_id="r:one", usernames=["carol", "nobody"]))  # refused
+    add(c.Send(request_id="s-last", actor="alice", conversation_id="r:one", body="zeta again"))
+    return out
+
+
+def run(path: Path, batches: list[int]) -> tuple[Store, list[object]]:
+    """Apply ``script()`` to a new store at ``path`` in batches of the given sizes; the results (or refusals)."""
+    s = Store(path)
+    results: list[object] = []
+    commands = script()
+    i = 0
+    for size in batches:
+        s.sm.begin_batch()
+        for cmd, at in commands[i : i + size]:
+            try:
+                results.append(s.apply(cmd, at=at))
+            except ChatRefusal as exc:
+                results.append((type(exc).__name__, str(exc)))
+        s.sm.end_batch()
+        i += size
+    assert i == len(commands)
+    return s, results
+
+
+def logical(s: Store) -> list[str]:
+    """The dump of every table but the full-text index's own storage."""
+    return [line for line in s.dump() if not line.startswith('INSERT INTO "messages_fts_')]
+
+
+def splits(total: int, rng: random.Random) -> list[int]:
+    sizes = []
+    while total:
+        size = min(total, rng.randint(1, 9))
+        sizes.append(size)
+        total -= size
+    return sizes
+
+
+def test_the_chat_state_machine_batches() -> None:
+    assert isinstance(ChatStateMachine.__new__(ChatStateMachine), BatchingStateMachine)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_any_batching_gives_the_state_of_one_command_at_a_time(tmp_path: Path, seed: int) -> None:
+    n = len(script())
+    (tmp_path / "one").mkdir()
+    (tmp_path / "batched").mkdir()
+    one, one_results = run(tmp_path / "one" / "chat.db", [1] * n)
+    batched, batched_results = run(tmp_path / "batched" / "chat.db", splits(n, random.Random(seed)))
+    assert batched_results == one_results
+    # Every row is the same. Only the full-text index's internal layout (its segments, one per transaction)
+    # depends on where the batches end; what it holds is the same, as the searches below show.
+    assert logical(batched) == logical(one)
+    batched.sm.connection.execute("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')")
+    assert batched.notices == one.notices
+    for query in ("zeta", "omega", "edited", "word3", "word4", "again"):
+        assert [e.seq for e in batched.q.search_messages("bob", query)] == [
+            e.seq for e in one.q.search_messages("bob", query)
+        ]
+    assert [e.seq for e in batched.q.search_messages("bob", "zeta")] == [20, 15, 14, 13, 12, 11, 10, 9, 6, 5, 4]
+    assert batched.q.search_messages("bob", "word3") == []  # edited away
+    assert batched.q.search_messages("bob", "word4") == []  # deleted
+
+
+def test_notices_and_the_position_wait_for_the_end_of_the_batch(tmp_path: Path) -> None:
+    s = Store(tmp_path / "chat.db")
+    s.register("alice", "bob")
+    cid = s.room("alice", "Room", ("bob",))
+    position, notices = s.sm.durable_position(), len(s.notices)
+    s.sm.begin_batch()
+    s.send("alice", cid, "one")
+    s.send("bob", cid, "two")
+    assert len(s.notices) == notices
+    assert s.sm.durable_position() == position
+    s.sm.end_batch()
+    assert len(s.notices) == notices + 2
+    assert s.sm.durable_position() == (s.index, s.time)
+
+
+def test_a_crash_inside_a_batch_loses_only_that_batch(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+    s = Store(path)
+    s.register("alice", "bob")
+    cid = s.room("alice", "Room", ("bob",))
+    s.send("alice", cid, "kept")
+    committed, before = s.sm.durable_position(), s.dump()
+    s.sm.begin_batch()
+    s.send("alice", cid, "lost")
+    s.send("bob", cid, "lost too")
+    s.sm._checkpointer.close()
+    s.sm.connection.close()  # the process dies: the open transaction never commits
+    after = ChatStateMachine(path)
+    try:
+        assert after.durable_position() == committed  # the runtime re-applies the batch from its log
+        assert list(after.connection.iterdump()) == before
+    finally:
+        after.close()
+
+
+def test_a_refusal_inside_a_batch_drops_its_own_changes_and_search_updates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    plain = Store(tmp_path / "a" / "chat.db")
+    s = Store(tmp_path / "b" / "chat.db")
+    for store in (plain, s):
+        store.register("alice", "bob", "carol")
+        store.room("alice", "Room", ("bob",))
+    cid = plain.room("alice", "Second", ("bob",))
+    assert s.room("alice", "Second", ("bob",)) == cid
+    plain.send("alice", cid, "before")
+    with pytest.raises(PermissionDenied):  # a command refused before writing anything, in its place
+        plain.send("carol", cid, "refusedword")
+    plain.send("alice", cid, "after")
+
+    writer = s.sm._writer
+    original = writer._send
+
+    def half_done(cmd: c.Send, t: int, notices: list[object]) -> object:
+        original(cmd, t, notices)  # the row, its notice and its full-text update are made, then refused
+        raise NotFound("refused after writing")
+
+    s.sm.begin_batch()
+    s.send("alice", cid, "before")
+    monkeypatch.setattr(writer, "_send", half_done)
+    with pytest.raises(NotFound):
+        s.send("bob", cid, "refusedword")
+    monkeypatch.undo()
+    s.send("alice", cid, "after")
+    s.sm.end_batch()
+    assert logical(s) == logical(plain)
+    assert s.notices == plain.notices
+    assert s.q.search_messages("alice", "refusedword") == []
+    assert [e.body for e in s.q.search_messages("alice", "after")] == ["after"]
+
+
+def test_a_database_failure_drops_the_batch_and_end_batch_reports_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = Store(tmp_path / "chat.db")
+    s.register("alice", "bob")
+    cid = s.room("alice", "Room", ("bob",))
+    position, before, notices = s.sm.durable_position(), s.dump(), len(s.notices)
+    s.sm.begin_batch()
+    s.send("alice", cid, "applied, then lost with its batch")
+
+    def disk_error(*args: object) -> object:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(s.sm._writer, "_run", disk_error)
+    with pytest.raises(StoreFailed):
+        s.send("bob", cid, "fails")
+    with pytest.raises(StoreFailed, match="restart the node"):
+        s.sm.end_batch()  # the runtime stops the node here
+    assert len(s.notices) == notices
+    monkeypatch.undo()
+    s.reopen()
+    assert s.sm.durable_position() == position
+    assert s.dump() == before
+
+
+def test_pruning_with_the_cached_oldest_time_removes_what_asking_each_time_removes(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cached = Store(tmp_path / "a" / "chat.db")
+    uncached = Store(tmp_path / "b" / "chat.db")
+    for store in (cached, uncached):
+        store.register("alice", "bob")
+    cid = cached.room("alice", "Room", ("bob",))
+    assert uncached.room("alice", "Room", ("bob",)) == cid
+    t = T0
+    for i in range(30):
+        t += RETENTION_MS // 3 if i % 5 == 0 else 1
+        for store in (cached, uncached):
+            store.sm.begin_batch()
+            store.apply(c.Send(request_id=f"m{i}", actor="alice", conversation_id=cid, body="x"), at=t)
+            if i % 3 == 0:  # a refusal rolls back after its prune ran
+                with pytest.raises(PermissionDenied):
+                    store.apply(c.Send(request_id=f"n{i}", actor="carol", conversation_id=cid, body="y"), at=t)
+            store.sm.end_batch()
+        uncached.sm._writer._applied.forget_cache()
+        assert cached.dump() == uncached.dump()
+    (left,) = cached.sm.connection.execute("SELECT count(*) FROM applied_requests").fetchone()
+    assert 0 < left < 30  # some were pruned, some are kept
+
+
+def test_checkpoints_run_off_the_applying_thread_and_keep_the_wal_small(tmp_path: Path) -> None:
+    s = Store(tmp_path / "chat.db")
+    s.register("alice", "bob")
+    cid = s.room("alice", "Room", ("bob",))
+    assert s.sm.connection.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    wal = tmp_path / "chat.db-wal"
+    sizes = []
+    for round_ in range(6):
+        for _ in range(5):
+            s.sm.begin_batch()
+            for i in range(20):
+                s.send("alice", cid, f"round {round_} message {i} " + "x" * 200)
+            s.sm.end_batch()
+        checkpoints = s.sm._checkpointer.checkpoints
+        deadline = time.monotonic() + 10
+        while s.sm._checkpointer.checkpoints == checkpoints:
+            assert time.monotonic() < deadline, "no checkpoint within 10 s"
+            time.sleep(0.01)
+        sizes.append(wal.stat().st_size)
+    # Every round writes about as much as the one before; a WAL that is never checkpointed grows each round.
+    assert max(sizes) < 3 * sizes[0] + 400_000
+    s.close()
+    assert not s.sm._checkpointer._thread.is_alive()
