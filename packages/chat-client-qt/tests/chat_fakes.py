@@ -236,6 +236,9 @@ class FakeNode:
         handlers["Subscribe"] = grpc.unary_stream_rpc_method_handler(
             self._subscribe, request_deserializer=api.SubscribeRequest.FromString, response_serializer=bytes
         )
+        handlers["SubscribeBatches"] = grpc.unary_stream_rpc_method_handler(
+            self._subscribe_batches, request_deserializer=api.SubscribeRequest.FromString, response_serializer=bytes
+        )
         return handlers
 
     def _monitoring_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
@@ -379,6 +382,14 @@ class FakeNode:
             page, more = below[-limit:], len(below) > limit
         page = [e for e in page if (conversation.id, e.seq) not in self.history_hidden]
         return api.GetHistoryResponse(events=page, has_more=more, last_seq=len(conversation.events))
+
+    async def _subscribe_batches(
+        self, request: api.SubscribeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[api.ServerEventBatch]:
+        """``_subscribe``'s items, each in a batch of its own."""
+        async with contextlib.aclosing(self._subscribe(request, context)) as items:
+            async for item in items:
+                yield api.ServerEventBatch(events=[item])
 
     async def _subscribe(
         self, request: api.SubscribeRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -19,10 +19,11 @@ class EchoHandler(grpc.GenericRpcHandler):
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, Any, dict[str, str]]] = []
+        self.unimplemented: set[str] = set()  # routes answered UNIMPLEMENTED, as an older server would
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method = rpc.BY_ROUTE.get(handler_call_details.method)
-        if method is None:
+        if method is None or method.route in self.unimplemented:
             return None
         metadata = {k: v for k, v in handler_call_details.invocation_metadata if isinstance(v, str)}
 
@@ -30,7 +31,8 @@ class EchoHandler(grpc.GenericRpcHandler):
 
             async def stream(request: Any, context: Any) -> Any:
                 self.seen.append((method.route, request, metadata))
-                yield api.ServerEvent(heartbeat=api.Heartbeat(node_id=1))
+                heartbeat = api.ServerEvent(heartbeat=api.Heartbeat(node_id=1))
+                yield api.ServerEventBatch(events=[heartbeat]) if method is rpc.SUBSCRIBE_BATCHES else heartbeat
 
             return grpc.unary_stream_rpc_method_handler(
                 stream, request_deserializer=method.request.FromString, response_serializer=bytes
@@ -82,6 +84,13 @@ def test_every_message_service_rpc_has_a_client_method(tmp_path):
                     async for item in events:
                         assert isinstance(item, api.Heartbeat) and item.node_id == 1
                         break
+                assert echo.seen[-1][0] == rpc.SUBSCRIBE_BATCHES.route
+                echo.unimplemented.add(rpc.SUBSCRIBE_BATCHES.route)  # an older server: the plain stream is used
+                async with client.subscribe(baseline=False) as events:
+                    async for item in events:
+                        assert isinstance(item, api.Heartbeat) and item.node_id == 1
+                        break
+                assert echo.seen[-1][0] == rpc.SUBSCRIBE.route
                 await client.node_status()
                 await client.cluster_status(timeout_ms=200)
                 await client.logout()

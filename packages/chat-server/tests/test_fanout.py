@@ -189,3 +189,30 @@ def test_a_long_backlog_is_read_a_page_at_a_time_and_delivered_whole(
         await stream.aclose()
 
     asyncio.run(main())
+
+
+def test_batches_hold_what_was_ready_together_and_flatten_to_the_plain_stream(store: Store) -> None:
+    async def main() -> None:
+        fanout = wire(store)
+        store.register("alice", "bob")
+        room = store.room("alice", members=("bob",))
+        for i in range(5):
+            store.send("alice", room, f"old{i}")  # seqs 4..8
+        sub = fanout.open("bob", {room: 3})
+        batches = fanout.stream_batches(sub, heartbeat_s=60, max_batch=2)
+        assert await anext(batches) == [None]
+        backlog = [await anext(batches) for _ in range(3)]  # a catch-up page in groups of at most 2
+        assert [[e.seq for e in b if isinstance(e, EventRow)] for b in backlog] == [[4, 5], [6, 7], [8]]
+        store.sm.begin_batch()  # three commits land while the stream is busy: they go out together (2 + 1)
+        for i in range(3):
+            store.send("alice", room, f"live{i}")
+        store.sm.end_batch()
+        fanout.notify(TypingNotice(room, "alice", True, 0))
+        live = [await anext(batches), await anext(batches)]
+        assert [[getattr(e, "seq", "typing") for e in b] for b in live] == [[9, 10], [11, "typing"]]
+        store.send("alice", room, "alone")  # an idle stream sends an item as it comes
+        assert [e.seq for e in await anext(batches) if isinstance(e, EventRow)] == [12]
+        await batches.aclose()
+        assert len(fanout) == 0
+
+    asyncio.run(main())

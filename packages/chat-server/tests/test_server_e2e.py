@@ -4,7 +4,9 @@ delivery, errors), its health and reflection services, and a follower serving wh
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -53,7 +55,8 @@ def test_a_conversation_from_sign_up_to_live_delivery_on_another_node(tmp_path: 
     run(main())
 
 
-def test_resume_from_a_cursor_on_another_node_gives_every_later_event_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rpc", ["Subscribe", "SubscribeBatches"])
+def test_resume_from_a_cursor_on_another_node_gives_every_later_event_once(tmp_path: Path, rpc: str) -> None:
     async def main() -> None:
         async with InProcessCluster(tmp_path) as cluster:
             nodes = sorted(cluster.servers)
@@ -66,17 +69,24 @@ def test_resume_from_a_cursor_on_another_node_gives_every_later_event_once(tmp_p
             other = alice.with_token(alice.token)
             other = type(alice)(cluster.address(nodes[2]), alice.token)
             cluster.callers.append(other)
-            stream = other.stream(
-                "Subscribe", api.SubscribeRequest(cursors=[api.Cursor(conversation_id=room.id, after_seq=3)])
-            )
+            call = other.stream(rpc, api.SubscribeRequest(cursors=[api.Cursor(conversation_id=room.id, after_seq=3)]))
+            stream = unbatched(call) if rpc == "SubscribeBatches" else call
             got = await take(stream, 4)  # seqs 4..7: m1..m4 (seq 1 created, 2 joined, 3 m0)
             assert [e.seq for e in got] == [4, 5, 6, 7]
             await alice("SendMessage", api.SendMessageRequest(conversation_id=room.id, body="live", request_id=rid()))
             live = await take(stream, 1)
             assert (live[0].seq, live[0].body) == (8, "live")
-            stream.cancel()
+            call.cancel()
 
     run(main())
+
+
+async def unbatched(stream: Any) -> AsyncIterator[Any]:
+    """The ServerEvents of a SubscribeBatches stream, checking every batch holds some."""
+    async for batch in stream:
+        assert isinstance(batch, api.ServerEventBatch) and batch.events
+        for item in batch.events:
+            yield item
 
 
 def test_bad_input_gets_a_clear_status_and_changes_nothing(tmp_path: Path) -> None:

@@ -18,9 +18,10 @@ Invariants owned here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 QUEUE_LIMIT = 2000
 """Items a stream may have waiting before it is switched to catching up from the database."""
 CATCH_UP_PAGE = 200
+BATCH_LIMIT = 64
+"""Most items ``stream_batches`` puts in one group (one stream message), a filled gap aside."""
 
 
 class EventSource(Protocol):
@@ -164,33 +167,55 @@ class Fanout:
         Starts with a heartbeat, then everything after the starting cursors, then live items. Ends when
         the caller stops iterating (closing the subscription).
         """
+        async with contextlib.aclosing(self.stream_batches(sub, heartbeat_s=heartbeat_s, max_batch=1)) as batches:
+            async for batch in batches:
+                for item in batch:
+                    yield item
+
+    async def stream_batches(
+        self, sub: Subscription, *, heartbeat_s: float = 10.0, max_batch: int = BATCH_LIMIT
+    ) -> AsyncGenerator[list[Item | None], None]:
+        """``stream``'s items in groups: each list holds what was ready at once (never empty).
+
+        A catch-up page goes in groups of up to ``max_batch``; live items that queued while the previous group
+        was being sent go together too (up to ``max_batch``, plus any gap filled from the database). So a
+        busy stream sends fewer, larger messages, and an idle one sends each item as it comes.
+        """
         try:
-            yield None
-            for item in self._catch_up(sub):
-                yield item
+            yield [None]
+            for group in _grouped(self._catch_up(sub), max_batch):
+                yield group
             while not sub.closed:
                 if sub.overflowed:
                     sub.overflowed = False
                     while not sub.queue.empty():
                         sub.queue.get_nowait()
-                    for item in self._catch_up(sub):
-                        yield item
+                    for group in _grouped(self._catch_up(sub), max_batch):
+                        yield group
                     continue
                 try:
                     async with asyncio.timeout(heartbeat_s):
                         queued = await sub.queue.get()
                 except TimeoutError:
-                    yield None
+                    yield [None]
                     continue
-                if queued is _WAKE:
-                    continue
-                if isinstance(queued, EventRow):
-                    for ready in self._deliver(sub, queued):
-                        yield ready
-                else:
-                    yield queued
+                batch: list[Item | None] = []
+                self._take(sub, queued, batch)
+                while len(batch) < max_batch and not sub.queue.empty() and not sub.overflowed:
+                    self._take(sub, sub.queue.get_nowait(), batch)
+                if batch:
+                    yield batch
         finally:
             self.close(sub)
+
+    def _take(self, sub: Subscription, queued: Item, batch: list[Item | None]) -> None:
+        """Add what the queued ``queued`` means for ``sub`` to ``batch`` (nothing for a wake-up or an old event)."""
+        if queued is _WAKE:
+            return
+        if isinstance(queued, EventRow):
+            batch.extend(self._deliver(sub, queued))
+        else:
+            batch.append(queued)
 
     def _deliver(self, sub: Subscription, event: EventRow) -> list[EventRow]:
         """``event`` (preceded by any events missing before it) if it is new to ``sub``; updates the cursor."""
@@ -241,3 +266,15 @@ class Fanout:
                 yield from delivered
                 if not more or not delivered:
                     break
+
+
+def _grouped(items: Iterator[EventRow], size: int) -> Iterator[list[Item | None]]:
+    """``items`` in lists of up to ``size``, consumed lazily (a page is read only when its group is wanted)."""
+    group: list[Item | None] = []
+    for item in items:
+        group.append(item)
+        if len(group) >= size:
+            yield group
+            group = []
+    if group:
+        yield group

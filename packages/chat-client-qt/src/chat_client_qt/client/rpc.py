@@ -94,6 +94,7 @@ EDIT_MESSAGE = Method(_MS, "EditMessage", api.EditMessageRequest, api.Event, wri
 DELETE_MESSAGE = Method(_MS, "DeleteMessage", api.DeleteMessageRequest, api.Event, write=True)
 GET_HISTORY = Method(_MS, "GetHistory", api.GetHistoryRequest, api.GetHistoryResponse)
 SUBSCRIBE = Method(_MS, "Subscribe", api.SubscribeRequest, api.ServerEvent, kind=Kind.SERVER_STREAM)
+SUBSCRIBE_BATCHES = Method(_MS, "SubscribeBatches", api.SubscribeRequest, api.ServerEventBatch, kind=Kind.SERVER_STREAM)
 MARK_READ = Method(_MS, "MarkRead", api.MarkReadRequest, api.MarkReadResponse, write=True)
 SET_TYPING = Method(_MS, "SetTyping", api.SetTypingRequest, api.SetTypingResponse, write=True)
 SEARCH_MESSAGES = Method(_MS, "SearchMessages", api.SearchMessagesRequest, api.SearchMessagesResponse)
@@ -127,6 +128,7 @@ METHODS: tuple[Method[Any, Any], ...] = (
     DELETE_MESSAGE,
     GET_HISTORY,
     SUBSCRIBE,
+    SUBSCRIBE_BATCHES,
     MARK_READ,
     SET_TYPING,
     SEARCH_MESSAGES,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
@@ -162,6 +162,7 @@ class Subscription:
         self._closed = False
         self._wake = asyncio.Event()
         self._running = False
+        self._batches = True  # SubscribeBatches until a server answers UNIMPLEMENTED
 
     # -- public -----------------------------------------------------------------------------------------------
 
@@ -241,8 +242,9 @@ class Subscription:
                     cursors=[api.Cursor(conversation_id=c, after_seq=s) for c, s in self._cursors.snapshot().items()]
                 )
                 self._endpoint = endpoint
+                method = rpc.SUBSCRIBE_BATCHES if self._batches else rpc.SUBSCRIBE
                 self._call = conn.open_stream(
-                    endpoint, rpc.SUBSCRIBE, request, metadata=self._client.auth_metadata(required=True)
+                    endpoint, method, request, metadata=self._client.auth_metadata(required=True)
                 )
                 log.debug("subscribed on %s with %d cursors", endpoint, len(request.cursors))
                 while True:
@@ -250,7 +252,8 @@ class Subscription:
                     if call is None:
                         raise _StreamBroken("closed")
                     try:
-                        message = await asyncio.wait_for(call.read(), self.idle_timeout)
+                        async with asyncio.timeout(self.idle_timeout):  # no task per read, unlike wait_for
+                            message = await call.read()
                     except asyncio.CancelledError:
                         task = asyncio.current_task()
                         if self._closed and (task is None or not task.cancelling()):
@@ -265,17 +268,26 @@ class Subscription:
                         log.info("subscription connected to %s", endpoint)
                         if self.include_status:
                             yield StreamStatus(True, endpoint)
-                    assert isinstance(message, api.ServerEvent)
-                    for item in await self._accept(message):
-                        if isinstance(item, api.Event):
-                            self._cursors.advance(item.conversation_id, item.seq)
-                            self._shared.advance(item.conversation_id, item.seq)
-                        yield item
-                        if isinstance(item, api.Event):
-                            self._after_yield(item)
+                    if isinstance(message, api.ServerEventBatch):
+                        received: Sequence[api.ServerEvent] = message.events
+                    else:
+                        assert isinstance(message, api.ServerEvent)
+                        received = (message,)
+                    for server_event in received:
+                        for item in await self._accept(server_event):
+                            if isinstance(item, api.Event):
+                                self._cursors.advance(item.conversation_id, item.seq)
+                                self._shared.advance(item.conversation_id, item.seq)
+                            yield item
+                            if isinstance(item, api.Event):
+                                self._after_yield(item)
             except grpc.aio.AioRpcError as exc:
                 if self._closed:
                     break
+                if exc.code() is grpc.StatusCode.UNIMPLEMENTED and self._batches:
+                    self._batches = False  # an older server: the one-event-per-message stream carries the same
+                    log.info("%s does not offer SubscribeBatches; using Subscribe", endpoint)
+                    continue
                 error = from_rpc_error(exc, endpoint=endpoint)
                 if exc.code() in _FATAL_CODES:
                     raise error from None

@@ -13,11 +13,12 @@ throttled here to one entry per user and conversation every ``TYPING_THROTTLE_S`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, TypeVar
 
 import grpc
@@ -26,7 +27,7 @@ import pydantic
 from chat_server import api, commands, convert
 from chat_server.auth import Passwords, bearer_token, new_token, token_hash
 from chat_server.errors import ChatError
-from chat_server.fanout import Fanout
+from chat_server.fanout import BATCH_LIMIT, Fanout, Item
 from chat_server.services.context import ServiceContext
 from chat_server.store import EventRow, PresenceNotice, TypingNotice
 
@@ -40,6 +41,7 @@ PRESENCE_RENEW_S = 15.0
 TYPING_THROTTLE_S = 3.0
 TYPING_TTL_S = 6.0
 HEARTBEAT_S = 10.0
+_BATCH_TAG = b"\x0a"  # field 1, wire type 2 (length-delimited)
 ENCODED_CACHE = 4096
 
 
@@ -424,6 +426,27 @@ class MessageHandlers:
         self, request: api.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[api.ServerEvent | bytes]:
         """Every event after the cursors, then live events, typing and presence, with periodic heartbeats."""
+        async with contextlib.aclosing(self._subscription(request, context, max_batch=1)) as batches:
+            async for batch in batches:
+                for item in batch:
+                    yield self._server_event(item)
+
+    async def subscribe_batches(
+        self, request: api.SubscribeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        """``subscribe``'s items, those ready together in one ``ServerEventBatch`` (encoded from cached bytes)."""
+        async with contextlib.aclosing(self._subscription(request, context, max_batch=BATCH_LIMIT)) as batches:
+            async for batch in batches:
+                parts: list[bytes] = []
+                for item in batch:
+                    event = self._server_event(item)
+                    data = event if isinstance(event, bytes) else bytes(event)
+                    parts += (_BATCH_TAG, _varint(len(data)), data)  # ServerEventBatch field 1, length-delimited
+                yield b"".join(parts)
+
+    async def _subscription(
+        self, request: api.SubscribeRequest, context: grpc.aio.ServicerContext, *, max_batch: int
+    ) -> AsyncGenerator[list[Item | None], None]:
         me = await self.ctx.caller(context)
         if len(self.fanout) >= self.max_subscribers:
             raise ChatError(
@@ -436,8 +459,11 @@ class MessageHandlers:
         sub = self.fanout.open(me, cursors)
         self._stream_opened(me)
         try:
-            async for item in self.fanout.stream(sub, heartbeat_s=HEARTBEAT_S):
-                yield self._server_event(item)
+            async with contextlib.aclosing(
+                self.fanout.stream_batches(sub, heartbeat_s=HEARTBEAT_S, max_batch=max_batch)
+            ) as batches:
+                async for batch in batches:
+                    yield batch
         finally:
             self._stream_closed(me)
 
@@ -515,3 +541,13 @@ def _check_password(password: str) -> None:
 
 # An argon2id hash of a random password: verifying against it costs what a real check costs.
 _DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHRzb21lc2FsdA$pYbXUQ5p1rTx1cOdaNfLZqT5kX3K3nSgJsydlTT2j0c"
+
+
+def _varint(n: int) -> bytes:
+    """``n`` (not negative) as a protobuf varint."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)

@@ -59,6 +59,7 @@ __all__ = (
     "SendMessageRequest",
     "SendMessageResponse",
     "ServerEvent",
+    "ServerEventBatch",
     "SetDisplayNameRequest",
     "SetTypingRequest",
     "SetTypingResponse",
@@ -1138,6 +1139,18 @@ default_message_pool.register_message("chat.v1", "ServerEvent", ServerEvent)
 
 
 @dataclass(eq=False, repr=False, config={"extra": "forbid"})
+class ServerEventBatch(betterproto2.Message):
+    """
+    One or more stream items, in order (never empty).
+    """
+
+    events: "list[ServerEvent]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("chat.v1", "ServerEventBatch", ServerEventBatch)
+
+
+@dataclass(eq=False, repr=False, config={"extra": "forbid"})
 class SetDisplayNameRequest(betterproto2.Message):
     display_name: "typing.Annotated[str, pydantic.AfterValidator(betterproto2.validators.validate_string)]" = (
         betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -1496,6 +1509,20 @@ class MessageServiceStub:
             "/chat.v1.MessageService/Subscribe",
             SubscribeRequest.SerializeToString,
             ServerEvent.FromString,
+        )(message)
+
+    def subscribe_batches(self, message: "SubscribeRequest") -> "Iterator[ServerEventBatch]":
+        """
+        The same stream with the items that are ready together sent as one message (a catch-up page, or
+        what queued while the stream was busy): the same items in the same order, in fewer messages, which
+        is what keeps a loaded node and its clients cheap. Clients should prefer it; a server without it
+        answers UNIMPLEMENTED.
+        """
+
+        yield from self._channel.unary_stream(
+            "/chat.v1.MessageService/SubscribeBatches",
+            SubscribeRequest.SerializeToString,
+            ServerEventBatch.FromString,
         )(message)
 
     def mark_read(self, message: "MarkReadRequest") -> "MarkReadResponse":

@@ -1079,6 +1079,28 @@ class ServerEvent(_message.Message):
 Global___ServerEvent: _TypeAlias = ServerEvent  # noqa: Y015
 
 @_typing.final
+class ServerEventBatch(_message.Message):
+    """One or more stream items, in order (never empty)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServerEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___ServerEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServerEventBatch: _TypeAlias = ServerEventBatch  # noqa: Y015
+
+@_typing.final
 class MarkReadRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -129,6 +129,11 @@ class MessageServiceStub:
                 request_serializer=chat_dot_v1_dot_chat__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=chat_dot_v1_dot_chat__pb2.ServerEvent.FromString,
                 _registered_method=True)
+        self.SubscribeBatches = channel.unary_stream(
+                '/chat.v1.MessageService/SubscribeBatches',
+                request_serializer=chat_dot_v1_dot_chat__pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_chat__pb2.ServerEventBatch.FromString,
+                _registered_method=True)
         self.MarkRead = channel.unary_unary(
                 '/chat.v1.MessageService/MarkRead',
                 request_serializer=chat_dot_v1_dot_chat__pb2.MarkReadRequest.SerializeToString,
@@ -285,6 +290,16 @@ class MessageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubscribeBatches(self, request, context):
+        """The same stream with the items that are ready together sent as one message (a catch-up page, or
+        what queued while the stream was busy): the same items in the same order, in fewer messages, which
+        is what keeps a loaded node and its clients cheap. Clients should prefer it; a server without it
+        answers UNIMPLEMENTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def MarkRead(self, request, context):
         """Moves the caller's read cursor forward (never back).
         """
@@ -405,6 +420,11 @@ def add_MessageServiceServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=chat_dot_v1_dot_chat__pb2.SubscribeRequest.FromString,
                     response_serializer=chat_dot_v1_dot_chat__pb2.ServerEvent.SerializeToString,
+            ),
+            'SubscribeBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeBatches,
+                    request_deserializer=chat_dot_v1_dot_chat__pb2.SubscribeRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_chat__pb2.ServerEventBatch.SerializeToString,
             ),
             'MarkRead': grpc.unary_unary_rpc_method_handler(
                     servicer.MarkRead,
@@ -935,6 +955,33 @@ class MessageService:
             '/chat.v1.MessageService/Subscribe',
             chat_dot_v1_dot_chat__pb2.SubscribeRequest.SerializeToString,
             chat_dot_v1_dot_chat__pb2.ServerEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/chat.v1.MessageService/SubscribeBatches',
+            chat_dot_v1_dot_chat__pb2.SubscribeRequest.SerializeToString,
+            chat_dot_v1_dot_chat__pb2.ServerEventBatch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -97,6 +97,12 @@ class MessageServiceStub:
     new ones as they are committed, plus typing and presence signals. Served by any node; resuming
     with the last seq seen per conversation (on any node) gives every later event exactly once.
     """
+    SubscribeBatches: _grpc.UnaryStreamMultiCallable[_chat_pb2.SubscribeRequest, _chat_pb2.ServerEventBatch]
+    """The same stream with the items that are ready together sent as one message (a catch-up page, or
+    what queued while the stream was busy): the same items in the same order, in fewer messages, which
+    is what keeps a loaded node and its clients cheap. Clients should prefer it; a server without it
+    answers UNIMPLEMENTED.
+    """
     MarkRead: _grpc.UnaryUnaryMultiCallable[_chat_pb2.MarkReadRequest, _chat_pb2.MarkReadResponse]
     """Moves the caller's read cursor forward (never back)."""
     SetTyping: _grpc.UnaryUnaryMultiCallable[_chat_pb2.SetTypingRequest, _chat_pb2.SetTypingResponse]
@@ -153,6 +159,12 @@ class MessageServiceAsyncStub(MessageServiceStub):
     """Live delivery: every event of the caller's conversations after the given cursors, in order, then
     new ones as they are committed, plus typing and presence signals. Served by any node; resuming
     with the last seq seen per conversation (on any node) gives every later event exactly once.
+    """
+    SubscribeBatches: _aio.UnaryStreamMultiCallable[_chat_pb2.SubscribeRequest, _chat_pb2.ServerEventBatch]  # type: ignore[assignment]
+    """The same stream with the items that are ready together sent as one message (a catch-up page, or
+    what queued while the stream was busy): the same items in the same order, in fewer messages, which
+    is what keeps a loaded node and its clients cheap. Clients should prefer it; a server without it
+    answers UNIMPLEMENTED.
     """
     MarkRead: _aio.UnaryUnaryMultiCallable[_chat_pb2.MarkReadRequest, _chat_pb2.MarkReadResponse]  # type: ignore[assignment]
     """Moves the caller's read cursor forward (never back)."""
@@ -321,6 +333,18 @@ class MessageServiceServicer(metaclass=_abc_1.ABCMeta):
         """Live delivery: every event of the caller's conversations after the given cursors, in order, then
         new ones as they are committed, plus typing and presence signals. Served by any node; resuming
         with the last seq seen per conversation (on any node) gives every later event exactly once.
+        """
+
+    @_abc_1.abstractmethod
+    def SubscribeBatches(
+        self,
+        request: _chat_pb2.SubscribeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_chat_pb2.ServerEventBatch], _abc.AsyncIterator[_chat_pb2.ServerEventBatch]]:
+        """The same stream with the items that are ready together sent as one message (a catch-up page, or
+        what queued while the stream was busy): the same items in the same order, in fewer messages, which
+        is what keeps a loaded node and its clients cheap. Clients should prefer it; a server without it
+        answers UNIMPLEMENTED.
         """
 
     @_abc_1.abstractmethod
