@@ -21,6 +21,9 @@ import betterproto2
 import grpc
 
 from chat_client_qt._gen.api.chat import v1 as api
+from chat_client_qt.client import protofast
+
+protofast.install()  # cheaper parsing of every response and streamed event
 
 PACKAGE = "chat.v1"
 
