@@ -233,3 +233,29 @@ def test_on_sync_is_told_each_batch_fdatasync(tmp_path: Path) -> None:
     storage.persist(hard_state=None, entries=ents(3, 1), snapshot=None, sync=True)
     storage.close()
     assert len(timings) == 2 and all(t >= 0 for t in timings)
+
+
+def test_the_snapshot_data_is_read_from_its_file_not_kept_in_memory(tmp_path: Path) -> None:
+    import gc
+    import tracemalloc
+
+    disk = open_disk(tmp_path)
+    disk.persist(hard_state=HardState(term=1, vote=1, commit=10), entries=ents(1, 10), snapshot=None, sync=True)
+    data = random.Random(7).randbytes(8 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        disk.create_snapshot(10, data)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 1024 * 1024, f"storage keeps {held} bytes after storing an 8 MiB snapshot"
+    loaded = disk.snapshot()
+    assert loaded.meta.index == 10 and loaded.data == data
+    disk.persist(hard_state=None, entries=[], snapshot=Snapshot(SnapshotMeta(12, 2, BOOT), b"installed"), sync=True)
+    assert disk.snapshot() == Snapshot(SnapshotMeta(12, 2, BOOT), b"installed")
+    disk.close()
+    reopened = open_disk(tmp_path)
+    assert reopened.snapshot() == Snapshot(SnapshotMeta(12, 2, BOOT), b"installed")
+    reopened.close()

@@ -1,13 +1,14 @@
 """``Checkpointer``: copies the chat database's WAL back into the database file on a thread of its own.
 
-SQLite in WAL mode appends every commit to the ``-wal`` file and, by default, the commit that pushes the WAL
-past 1,000 pages copies it back into the database and fsyncs both (a checkpoint): tens of milliseconds on the
-event loop, every few dozen batches. The state machine turns that off on its connection and runs this
-instead: a daemon thread with its own connection that, while commits happen, runs a PASSIVE checkpoint every
-``interval`` seconds (it never blocks the writer or readers; SQLite releases the GIL while it works). The WAL
-then holds about one interval of commits; after a complete checkpoint the writer's next transaction starts the
-WAL file over from its beginning, so it does not grow. Stop it (``close``) before the database file is
-replaced or closed.
+SQLite in WAL mode appends every commit to the ``-wal`` file; the commit that takes the WAL past 1,000 pages
+copies it back into the database and fsyncs both (an automatic checkpoint), which costs the event loop tens of
+milliseconds every few dozen batches. This daemon thread, with its own connection, runs a PASSIVE checkpoint
+every ``interval`` seconds while commits happen (it never blocks the writer or readers, and SQLite releases the
+GIL while it works), so by the time the writer's automatic checkpoint comes, most pages are copied already and
+it has little left to do. The automatic checkpoint stays on: it is what lets the WAL start over. A checkpoint
+running beside a busy writer never quite catches up with it, and the writer restarts the WAL only after a
+checkpoint that did; so background checkpoints alone would let the WAL grow without bound. Stop the thread
+(``close``) before the database file is replaced or closed.
 """
 
 from __future__ import annotations

@@ -110,8 +110,7 @@ class ChatStateMachine:
 
     def _open(self) -> None:
         self._conn = schema.open_database(self.path)
-        self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer's thread does it, off the loop
-        self._checkpointer = Checkpointer(self.path)
+        self._checkpointer = Checkpointer(self.path)  # does most of the automatic checkpoints' work, off the loop
         self._writer = ChatWriter(self._conn)
         self._index, self._time = ChatQueries(self._conn).applied_position()
         self._durable = (self._index, self._time)

@@ -28,7 +28,7 @@ class DiskStorage:
         """Wrap an opened log and store (use ``DiskStorage.open``, which also reconciles them)."""
         self._wal = wal
         self._store = store
-        self._snapshot = snapshot
+        self._snapshot_meta = snapshot.meta  # the data stays in its file: memory does not grow with the state
 
     @classmethod
     def open(
@@ -78,7 +78,7 @@ class DiskStorage:
 
     def initial_state(self) -> InitialState:
         """The stored hard state and the membership of the latest snapshot."""
-        return InitialState(self._wal.hard_state, self._snapshot.meta.membership)
+        return InitialState(self._wal.hard_state, self._snapshot_meta.membership)
 
     def entries(self, lo: int, hi: int, max_size: int | None = None) -> list[Entry]:
         """Entries ``[lo, hi)``, at most ``max_size`` bytes (``Entry.size``) but always at least one."""
@@ -97,8 +97,13 @@ class DiskStorage:
         return self._wal.last_index()
 
     def snapshot(self) -> Snapshot:
-        """The latest snapshot (an empty one, of index 0, carrying the bootstrap membership, if none)."""
-        return self._snapshot
+        """The latest snapshot (an empty one, of index 0, carrying the bootstrap membership, if none).
+
+        Its data is read from the snapshot file on each call (the node needs it only to start and to send a
+        lagging follower a snapshot), so a large state is never held in memory between those.
+        """
+        meta = self._snapshot_meta
+        return Snapshot(meta) if meta.index == 0 else self._store.load(meta)
 
     @property
     def hard_state(self) -> HardState:
@@ -141,9 +146,9 @@ class DiskStorage:
             raise InvariantViolation(f"append at {entries[0].index} would leave a gap after the last index")
         if snapshot is not None:
             meta = snapshot.meta
-            if meta.index < self._snapshot.meta.index:
+            if meta.index < self._snapshot_meta.index:
                 raise SnapshotOutOfDate(
-                    f"snapshot at {meta.index} is older than the stored one at {self._snapshot.meta.index}"
+                    f"snapshot at {meta.index} is older than the stored one at {self._snapshot_meta.index}"
                 )
             size, checksum = snapshot_checksum(snapshot.data)
             if not self._store.contains(meta, size, checksum):
@@ -151,7 +156,7 @@ class DiskStorage:
             reset = (meta.index, meta.term)
         self._wal.write(hard_state=hard_state, entries=entries, reset=reset, sync=sync)
         if snapshot is not None:
-            self._snapshot = snapshot
+            self._snapshot_meta = snapshot.meta
 
     def create_snapshot(self, index: int, data: bytes, membership: Membership | None = None) -> Snapshot:
         """Durably store a snapshot of the state machine as of ``index`` (which must be stored); returns it.
@@ -162,20 +167,20 @@ class DiskStorage:
             SnapshotOutOfDate: ``index`` is not newer than the stored snapshot.
             EntryUnavailable: ``index`` is beyond the last index.
         """
-        if index <= self._snapshot.meta.index:
+        if index <= self._snapshot_meta.index:
             raise SnapshotOutOfDate(
-                f"snapshot at {index} is not newer than the stored one at {self._snapshot.meta.index}"
+                f"snapshot at {index} is not newer than the stored one at {self._snapshot_meta.index}"
             )
         if index > self.last_index():
             raise EntryUnavailable(f"snapshot at {index} is beyond last index {self.last_index()}")
         meta = SnapshotMeta(
             index=index,
             term=self.term(index),
-            membership=membership if membership is not None else self._snapshot.meta.membership,
+            membership=membership if membership is not None else self._snapshot_meta.membership,
         )
         snapshot = Snapshot(meta, data)
         self._store.save(snapshot)
-        self._snapshot = snapshot
+        self._snapshot_meta = meta
         return snapshot
 
     def receive_snapshot(self, meta: SnapshotMeta, size: int, checksum: int) -> IncomingSnapshot:
@@ -196,9 +201,9 @@ class DiskStorage:
         """
         if index <= self._wal.base[0]:
             return
-        if index > self._snapshot.meta.index:
+        if index > self._snapshot_meta.index:
             raise InvariantViolation(
-                f"cannot compact to {index}: the snapshot only covers up to {self._snapshot.meta.index}"
+                f"cannot compact to {index}: the snapshot only covers up to {self._snapshot_meta.index}"
             )
         self._wal.compact(index)
 

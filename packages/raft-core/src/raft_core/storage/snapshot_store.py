@@ -160,6 +160,21 @@ class SnapshotStore:
             )
         return None
 
+    def load(self, meta: SnapshotMeta) -> Snapshot:
+        """The stored snapshot with exactly ``meta``, read and checked.
+
+        Raises:
+            CorruptSnapshotError: It is missing or fails its checksums.
+        """
+        path = self.directory / _name(meta)
+        try:
+            snapshot = self._load(path)
+        except (OSError, ValueError) as exc:
+            raise CorruptSnapshotError(f"{path}: the snapshot cannot be read ({exc})") from exc
+        if snapshot.meta != meta:
+            raise CorruptSnapshotError(f"{path}: holds another snapshot than the one expected")
+        return snapshot
+
     def receive(self, meta: SnapshotMeta, size: int, checksum: int) -> IncomingSnapshot:
         """Start receiving a snapshot of ``size`` bytes whose data has crc32 ``checksum``, in chunks."""
         return IncomingSnapshot(self, meta, size, checksum)
