@@ -193,3 +193,28 @@ def test_health_reflection_and_monitoring(tmp_path: Path) -> None:
             assert {"chat.v1.MessageService", "chat.v1.DataService", "chat.v1.MonitoringService"} <= names
 
     run(main())
+
+
+def test_a_logged_out_token_is_refused_at_once_where_it_was_used_and_soon_everywhere(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with InProcessCluster(tmp_path) as cluster:
+            leader = await cluster.leader()
+            other = next(n for n in cluster.servers if n != leader)
+            alice = await sign_up(cluster.caller(leader), "alice")
+            elsewhere = cluster.caller(other, alice.token)
+            for caller in (alice, elsewhere, alice, elsewhere):  # the second round is served from the cache
+                await caller("ListConversations", api.ListConversationsRequest())
+            await alice("Logout", api.LogoutRequest(request_id=rid()))
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await alice("ListConversations", api.ListConversationsRequest())
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            async with asyncio.timeout(10):
+                while True:  # the follower refuses it once it has applied the logout
+                    try:
+                        await elsewhere("ListConversations", api.ListConversationsRequest())
+                    except grpc.aio.AioRpcError as exc:
+                        assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+                        break
+                    await asyncio.sleep(0.02)
+
+    run(main())

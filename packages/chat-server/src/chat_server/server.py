@@ -119,7 +119,12 @@ class ChatServer:
 
         limiter = RateLimiter(s.rate_limit_per_s, s.rate_limit_burst)
         ctx = ServiceContext(
-            node, queries, s.client_addresses(), limiter, observe_proposal=self.metrics.observe_proposal
+            node,
+            queries,
+            s.client_addresses(),
+            limiter,
+            observe_proposal=self.metrics.observe_proposal,
+            sessions_generation=lambda: sm.sessions_generation,
         )
         passwords = Passwords(time_cost=s.password_hash_time_cost, memory_kib=s.password_hash_memory_kib)
         self._messages = MessageHandlers(

@@ -15,7 +15,7 @@ from chat_server import commands
 from chat_server.auth import bearer_token, token_hash
 from chat_server.errors import ChatError, chat_error_for
 from chat_server.ratelimit import RateLimited, RateLimiter
-from chat_server.store import ChatQueries
+from chat_server.store import ChatQueries, SessionRow
 from raft_core.runtime import Node
 from raft_core.types import NONE
 
@@ -24,6 +24,8 @@ DEFAULT_TIMEOUT = 10.0
 MARGIN = 0.05
 """Seconds kept back from each call's deadline so that the answer still arrives in time."""
 MAX_REQUEST_ID = 64
+SESSION_CACHE = 10_000
+"""Most sessions ``caller`` remembers (the cache starts over when full)."""
 
 ProposalObserver = Callable[[str, str, float], None]
 
@@ -40,13 +42,17 @@ class ServiceContext:
         *,
         clock: Callable[[], float] = time.time,
         observe_proposal: ProposalObserver | None = None,
+        sessions_generation: Callable[[], int] | None = None,
     ) -> None:
+        """``sessions_generation`` (the state machine's) lets ``caller`` reuse sessions it has read already."""
         self.node = node
         self.queries = queries
         self.client_addresses = dict(client_addresses)
         self.limiter = limiter
         self.clock = clock
         self.observe_proposal = observe_proposal
+        self._sessions_generation = sessions_generation
+        self._sessions: dict[str, tuple[int, SessionRow]] = {}  # token hash -> (generation, session)
 
     def now_ms(self) -> int:
         """Wall-clock milliseconds since the epoch (for values made before proposing)."""
@@ -118,15 +124,30 @@ class ServiceContext:
         if token is None:
             raise ChatError.unauthenticated()
         digest = token_hash(token)
-        session = self.queries.session_by_token_hash(digest)
+        session = self._session(digest)
         if session is None:
             await self.linearizable(context)
-            session = self.queries.session_by_token_hash(digest)
+            session = self._session(digest)
         if session is None:
             raise ChatError.unauthenticated("the session token is unknown or was logged out; sign in again")
         if session.expires_at_ms <= self.now_ms():
             raise ChatError.unauthenticated("the session has expired; sign in again")
         return session.username
+
+    def _session(self, digest: str) -> SessionRow | None:
+        """The session of token hash ``digest``: from the cache while the sessions table is unchanged."""
+        if self._sessions_generation is None:
+            return self.queries.session_by_token_hash(digest)
+        generation = self._sessions_generation()
+        cached = self._sessions.get(digest)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        session = self.queries.session_by_token_hash(digest)
+        if session is not None:
+            if len(self._sessions) >= SESSION_CACHE:
+                self._sessions.clear()
+            self._sessions[digest] = (generation, session)
+        return session
 
     def check_rate(self, username: str) -> None:
         """RESOURCE_EXHAUSTED if ``username`` is over its rate on this node."""

@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 RESTORE_SUFFIX: Final = ".restore"
 """Suffix of the temporary file a restore writes next to the database."""
+_SESSION_OPS: Final = frozenset({"login", "logout"})
+"""The commands that write the sessions table."""
 _SET_POSITION = "UPDATE meta SET applied_index = ?, applied_time_ms = ? WHERE id = 1"
 
 
@@ -106,6 +108,7 @@ class ChatStateMachine:
         self._restore_file = self.path.with_name(self.path.name + RESTORE_SUFFIX)
         self._restore_file.unlink(missing_ok=True)  # an unfinished restore: the live database is untouched
         self._failed: str | None = None
+        self._sessions_generation = 0
         self._open()
 
     def _open(self) -> None:
@@ -121,6 +124,14 @@ class ChatStateMachine:
     def connection(self) -> sqlite3.Connection:
         """The open connection (reads between applies; it changes on ``restore``)."""
         return self._conn
+
+    @property
+    def sessions_generation(self) -> int:
+        """A number that changes whenever the sessions table may have changed (login, logout, restore).
+
+        While it stays the same, a session read earlier is still what the table holds: readers may cache them.
+        """
+        return self._sessions_generation
 
     @property
     def queries(self) -> ChatQueries:
@@ -190,6 +201,8 @@ class ChatStateMachine:
             raise InvalidArgument(
                 "the server could not read this request (malformed command); nothing changed"
             ) from None
+        if cmd.op in _SESSION_OPS:
+            self._sessions_generation += 1
         notices: list[Notice] = []
         writer = self._writer
         queued = len(writer.search_updates)
@@ -264,6 +277,7 @@ class ChatStateMachine:
         os.replace(tmp, self.path)
         _fsync_directory(self.path.parent)
         self._failed = None
+        self._sessions_generation += 1
         self._open()
         log.info("chat database restored from a snapshot at index %d", self._index)
 
