@@ -66,17 +66,29 @@ def test_fifty_concurrent_streamed_writes(tmp_path):
         async with Cluster(cluster_configs(tmp_path)) as cluster, KvClient(cluster.endpoints, streaming=True) as kv:
             await cluster.leader()
             unary = count_unary_writes(kv)
+            assert await kv.put(b"first", b"v") == 1  # opens the stream
+            (stream,) = kv._streams.values()
+            sizes: list[int] = []
+            write = stream._call.write
+
+            async def recording(message: pb.WriteRequestBatch) -> None:
+                sizes.append(len(message.requests))
+                await write(message)
+
+            stream._call.write = recording
             revisions = await asyncio.gather(*(kv.put(b"k%d" % i, b"v%d" % i) for i in range(50)))
-            assert sorted(revisions) == list(range(1, 51))
+            assert sorted(revisions) == list(range(2, 52))
             assert writes(unary) == []
             assert len(kv._streams) == 1
+            assert sum(sizes) == 50 and max(sizes) > 1, sizes  # writes waiting together share a message
             for i in (0, 17, 49):
                 assert await kv.get(b"k%d" % i) == b"v%d" % i
 
     run(main())
 
 
-def test_a_bad_request_fails_alone_on_its_stream(tmp_path):
+@pytest.mark.parametrize("rpc", ["Write", "WriteBatches"])
+def test_a_bad_request_fails_alone_on_its_stream(tmp_path, rpc):
     async def main():
         async with Cluster(cluster_configs(tmp_path)) as cluster:
             leader = await cluster.leader()
@@ -96,8 +108,16 @@ def test_a_bad_request_fails_alone_on_its_stream(tmp_path):
                     pb.WriteRequest(id=15, delete=pb.DeleteRequest(header=header(5), key=b"a")),
                     pb.WriteRequest(id=16, put=pb.PutRequest(header=header(6), key=b"b", value=b"2")),
                 ]
-                call = stub.Write(iter(requests), timeout=10)
-                replies = {reply.id: reply async for reply in call}
+                replies: dict[int, pb.WriteReply] = {}
+                if rpc == "Write":
+                    call = stub.Write(iter(requests), timeout=10)
+                    replies = {reply.id: reply async for reply in call}
+                else:  # two stream messages of requests; replies come in batches, none empty
+                    batches = [pb.WriteRequestBatch(requests=requests[:3]), pb.WriteRequestBatch(requests=requests[3:])]
+                    call = stub.WriteBatches(iter(batches), timeout=10)
+                    async for batch in call:
+                        assert batch.replies
+                        replies.update((reply.id, reply) for reply in batch.replies)
                 assert await call.code() is grpc.StatusCode.OK
             assert sorted(replies) == [10, 11, 12, 13, 14, 15, 16]
             for bad in (11, 12, 13, 14):
@@ -149,5 +169,27 @@ def test_streamed_writes_survive_the_leader_stopping_exactly_once(tmp_path):
             await eventually(lambda: all(sm.revision == 50 for sm in stores), what="revision 50 on both survivors")
             assert all(len(sm.data) == 50 for sm in stores)
             assert await kv.get(b"during29") == b"v"
+
+    run(main())
+
+
+def test_against_a_server_without_write_batches_the_client_uses_write(tmp_path, monkeypatch):
+    generic = grpc.method_handlers_generic_handler
+
+    def an_older_server(service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> grpc.GenericRpcHandler:
+        handlers.pop("WriteBatches", None)  # the same dict is registered twice: both lose it
+        return generic(service, handlers)
+
+    monkeypatch.setattr(grpc, "method_handlers_generic_handler", an_older_server)
+
+    async def main():
+        async with Cluster(cluster_configs(tmp_path)) as cluster, KvClient(cluster.endpoints, streaming=True) as kv:
+            await cluster.leader()
+            unary = count_unary_writes(kv)
+            revisions = await asyncio.gather(*(kv.put(b"k%d" % i, b"v") for i in range(10)))
+            assert sorted(revisions) == list(range(1, 11))  # each applied once
+            assert writes(unary) == []
+            assert kv._write_batches is False
+            assert all(not stream._batched for stream in kv._streams.values())
 
     run(main())

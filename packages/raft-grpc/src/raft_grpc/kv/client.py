@@ -10,8 +10,10 @@ retried with a short jittered backoff, on the leader named in the ``kv-leader`` 
 is one, else on the next endpoint. FAILED_PRECONDITION with a leader hint (a node started with
 ``--no-forward``) goes to that leader at once. INVALID_ARGUMENT raises ``KvInvalidArgument``.
 
-Streaming (``KvClient(..., streaming=True)``): writes go over one long-lived ``Write`` stream per node,
-multiplexed by request id, which costs far less CPU per write than a unary call. A streamed write gets one
+Streaming (``KvClient(..., streaming=True)``): writes go over one long-lived ``WriteBatches`` stream per node
+(``Write`` on a server without it), multiplexed by request id, which costs far less CPU per write than a unary
+call: the writes waiting when the stream is free go in one stream message, and the server answers those ready
+together in one message. A streamed write gets one
 attempt (``attempt_timeout``) on the current endpoint; if the stream fails, the attempt times out or the
 reply is a retriable error, the same request (same client_id and seq) goes through the unary retry path
 above, so it is still applied exactly once.
@@ -20,7 +22,6 @@ above, so it is still applied exactly once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ class KvClient:
         self._rng = random.Random()
         self.streaming = streaming
         self._streams: dict[str, _WriteStream] = {}
+        self._write_batches = True  # WriteBatches until a server answers UNIMPLEMENTED
 
     async def __aenter__(self) -> KvClient:
         """Return the client (channels open lazily)."""
@@ -201,12 +203,17 @@ class KvClient:
         endpoint = self._endpoints[self._current % len(self._endpoints)]
         stream = self._streams.get(endpoint)
         if stream is None or stream.broken:
-            stream = self._streams[endpoint] = _WriteStream(self._stub(endpoint).Write())
+            stub = self._stub(endpoint)
+            call = stub.WriteBatches() if self._write_batches else stub.Write()
+            stream = self._streams[endpoint] = _WriteStream(call, batched=self._write_batches)
         attempt = min(remaining, self.attempt_timeout)
         wrapped = pb.WriteRequest(**{_STREAM_FIELD[method]: request}, timeout_ms=max(1, int(attempt * 1000)))
         try:
             reply = await stream.send(wrapped, attempt)
         except (_StreamFailed, TimeoutError):
+            if stream.unimplemented:  # an older server: use Write from now on (nothing was applied)
+                self._write_batches = False
+                return await self._stream_attempt(method, request, deadline)
             self._retarget(endpoint, None)
             self._find_leader = True
             return None
@@ -300,6 +307,8 @@ class KvClient:
         return entry[1]
 
 
+MAX_REQUEST_BATCH = 256
+"""Most writes one ``WriteRequestBatch`` carries."""
 _STREAM_FIELD = {"Put": "put", "Delete": "delete", "CompareAndSet": "compare_and_set"}
 """The ``WriteRequest``/``WriteReply`` oneof field of each write method."""
 _STATUS_BY_CODE = {status.value[0]: status for status in grpc.StatusCode}
@@ -310,14 +319,21 @@ class _StreamFailed(Exception):
 
 
 class _WriteStream:
-    """One long-lived ``Write`` call: requests are sent in order by one task, replies matched by id."""
+    """One long-lived ``WriteBatches`` (or ``Write``) call: requests sent in order by one task, replies matched by id.
 
-    def __init__(self, call: Any) -> None:
+    With ``batched``, the send task puts every request waiting when the stream is free (up to
+    ``MAX_REQUEST_BATCH``) in one ``WriteRequestBatch``.
+    """
+
+    def __init__(self, call: Any, *, batched: bool) -> None:
         self._call = call
+        self._batched = batched
         self._next_id = 1
         self._waiting: dict[int, asyncio.Future[pb.WriteReply]] = {}
         self._outbox: asyncio.Queue[pb.WriteRequest] = asyncio.Queue()
         self.broken = False
+        self.unimplemented = False
+        """The server does not offer this call (it answered UNIMPLEMENTED): nothing sent on it was applied."""
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._send_loop()), loop.create_task(self._receive_loop())]
 
@@ -344,20 +360,36 @@ class _WriteStream:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _send_loop(self) -> None:
+        outbox = self._outbox
         try:
+            if self._batched:
+                # Nothing is sent before the server has accepted the call (it sends its headers at once): a server
+                # without WriteBatches then answers a clean UNIMPLEMENTED, which the receive loop reports.
+                await self._call.initial_metadata()
             while True:
-                request = await self._outbox.get()
-                await self._call.write(request)
-        except Exception:  # the call ended (the receive loop sees why)
-            self._fail()
+                request = await outbox.get()
+                if not self._batched:
+                    await self._call.write(request)
+                    continue
+                batch = [request]
+                while len(batch) < MAX_REQUEST_BATCH and not outbox.empty():
+                    batch.append(outbox.get_nowait())
+                await self._call.write(pb.WriteRequestBatch(requests=batch))
+        except Exception:  # the call ended: the receive loop sees why (e.g. UNIMPLEMENTED) and fails the writes
+            if not self._call.done():
+                self._fail()
 
     async def _receive_loop(self) -> None:
         try:
-            with contextlib.suppress(Exception):  # the node went away: every waiting write is retried
-                async for reply in self._call:
+            async for message in self._call:
+                for reply in message.replies if self._batched else (message,):
                     future = self._waiting.get(reply.id)
                     if future is not None and not future.done():
                         future.set_result(reply)
+        except grpc.aio.AioRpcError as exc:  # the node went away: every waiting write is retried
+            self.unimplemented = exc.code() is grpc.StatusCode.UNIMPLEMENTED
+        except Exception:  # as above: every waiting write is retried
+            self.unimplemented = False
         finally:
             self._fail()
             self._tasks[0].cancel()  # the send loop waits for requests nobody will send

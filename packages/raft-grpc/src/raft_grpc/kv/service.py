@@ -9,8 +9,9 @@ unexpected to INTERNAL with a generic message (the details go to the server log)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+MAX_REPLY_BATCH = 256
+"""Most replies ``WriteBatches`` puts in one stream message."""
 LEADER_KEY = "kv-leader"
 """Trailing metadata: the leader's client address (``host:port``), when this node knows it."""
 LEADER_ID_KEY = "kv-leader-id"
@@ -157,18 +160,53 @@ class KvService(pb_grpc.DataServiceServicer):
         ends when the client half-closes it and every reply is sent, or when the call ends (then the
         requests still running are cancelled, as a unary call's would be).
         """
+
+        async def requests() -> AsyncIterator[list[pb.WriteRequest]]:
+            async for request in request_iterator:
+                yield [request]
+
+        async with contextlib.aclosing(self._write_stream(requests(), max_replies=1)) as replies:
+            async for batch in replies:
+                yield batch[0]
+
+    async def WriteBatches(  # noqa: N802
+        self, request_iterator: AsyncIterator[pb.WriteRequestBatch], context: Any
+    ) -> AsyncIterator[pb.WriteReplyBatch]:
+        """``Write`` with many requests per stream message, and the replies ready together in one message.
+
+        The headers go out at once: the client waits for them before it sends (see ``KvClient``).
+        """
+        await context.send_initial_metadata(())
+
+        async def requests() -> AsyncIterator[list[pb.WriteRequest]]:
+            async for batch in request_iterator:
+                yield list(batch.requests)
+
+        async with contextlib.aclosing(self._write_stream(requests(), max_replies=MAX_REPLY_BATCH)) as replies:
+            async for batch in replies:
+                yield pb.WriteReplyBatch(replies=batch)
+
+    async def _write_stream(
+        self, batches: AsyncIterator[list[pb.WriteRequest]], *, max_replies: int
+    ) -> AsyncGenerator[list[pb.WriteReply], None]:
+        """The replies to a stream's requests, each request in a task of its own, in completion order.
+
+        Each yielded list holds the replies ready at that moment (at most ``max_replies``).
+        """
         replies: asyncio.Queue[pb.WriteReply | None] = asyncio.Queue()
         running: set[asyncio.Task[None]] = set()
+        loop = asyncio.get_running_loop()
 
         async def one(request: pb.WriteRequest) -> None:
             replies.put_nowait(await self._write_one(request))
 
         async def read() -> None:
             try:
-                async for request in request_iterator:
-                    task = asyncio.get_running_loop().create_task(one(request))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
+                async for batch in batches:
+                    for request in batch:
+                        task = loop.create_task(one(request))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
                 while running:
                     await asyncio.wait(list(running))
             except Exception as exc:  # the stream broke: no reply can be sent any more
@@ -176,10 +214,21 @@ class KvService(pb_grpc.DataServiceServicer):
             finally:
                 replies.put_nowait(None)
 
-        reader = asyncio.get_running_loop().create_task(read())
+        reader = loop.create_task(read())
         try:
-            while (reply := await replies.get()) is not None:
-                yield reply
+            ended = False
+            while not ended:
+                reply = await replies.get()
+                if reply is None:
+                    break
+                ready = [reply]
+                while len(ready) < max_replies and not replies.empty():
+                    more = replies.get_nowait()
+                    if more is None:
+                        ended = True
+                        break
+                    ready.append(more)
+                yield ready
         finally:
             reader.cancel()
             for task in list(running):

@@ -507,3 +507,47 @@ class WriteReply(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
 
 Global___WriteReply: _TypeAlias = WriteReply  # noqa: Y015
+
+@_typing.final
+class WriteRequestBatch(_message.Message):
+    """One or more streamed writes (never empty)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___WriteRequest]: ...
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___WriteRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriteRequestBatch: _TypeAlias = WriteRequestBatch  # noqa: Y015
+
+@_typing.final
+class WriteReplyBatch(_message.Message):
+    """One or more replies, each to a request of the same stream (never empty)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def replies(self) -> _containers.RepeatedCompositeFieldContainer[Global___WriteReply]: ...
+    def __init__(
+        self,
+        *,
+        replies: _abc.Iterable[Global___WriteReply] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replies", b"replies"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriteReplyBatch: _TypeAlias = WriteReplyBatch  # noqa: Y015

@@ -64,6 +64,12 @@ class DataServiceStub:
     stream itself stays open. Exactly-once as the unary writes: a write whose reply never came may be
     retried, on any stream or RPC of any node, with the same (client_id, seq).
     """
+    WriteBatches: _grpc.StreamStreamMultiCallable[_kv_pb2.WriteRequestBatch, _kv_pb2.WriteReplyBatch]
+    """Write with batches: a stream message carries any number of requests, and the replies that are
+    ready together go back in one message. The same requests, replies and guarantees as Write, in far
+    fewer stream messages under load (each costs more CPU than the write itself). Clients should
+    prefer it; a server without it answers UNIMPLEMENTED.
+    """
 
 @_typing.type_check_only
 class DataServiceAsyncStub(DataServiceStub):
@@ -86,6 +92,12 @@ class DataServiceAsyncStub(DataServiceStub):
     A request's failure is its reply's `error` (the status the unary RPC would have ended with); the
     stream itself stays open. Exactly-once as the unary writes: a write whose reply never came may be
     retried, on any stream or RPC of any node, with the same (client_id, seq).
+    """
+    WriteBatches: _aio.StreamStreamMultiCallable[_kv_pb2.WriteRequestBatch, _kv_pb2.WriteReplyBatch]  # type: ignore[assignment]
+    """Write with batches: a stream message carries any number of requests, and the replies that are
+    ready together go back in one message. The same requests, replies and guarantees as Write, in far
+    fewer stream messages under load (each costs more CPU than the write itself). Clients should
+    prefer it; a server without it answers UNIMPLEMENTED.
     """
 
 class DataServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -148,6 +160,18 @@ class DataServiceServicer(metaclass=_abc_1.ABCMeta):
         A request's failure is its reply's `error` (the status the unary RPC would have ended with); the
         stream itself stays open. Exactly-once as the unary writes: a write whose reply never came may be
         retried, on any stream or RPC of any node, with the same (client_id, seq).
+        """
+
+    @_abc_1.abstractmethod
+    def WriteBatches(
+        self,
+        request_iterator: _MaybeAsyncIterator[_kv_pb2.WriteRequestBatch],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_kv_pb2.WriteReplyBatch], _abc.AsyncIterator[_kv_pb2.WriteReplyBatch]]:
+        """Write with batches: a stream message carries any number of requests, and the replies that are
+        ready together go back in one message. The same requests, replies and guarantees as Write, in far
+        fewer stream messages under load (each costs more CPU than the write itself). Clients should
+        prefer it; a server without it answers UNIMPLEMENTED.
         """
 
 def add_DataServiceServicer_to_server(servicer: DataServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
