@@ -14,7 +14,8 @@ load-generating process of its own (``bench_chat.py --worker ...``; the parent o
    on ``ChatClient.subscribe()``, and one open-loop sender pacing ``--rate`` messages/s (200) over the rooms
    for ``--duration`` seconds. Each body carries ``time.time_ns()`` taken just before the send call; delivery
    latency is receipt minus that stamp (one clock: every process is on this machine), over every (message,
-   subscriber) pair; the latency from the sender's acknowledgement to receipt is reported too.
+   subscriber) pair; the latency from the sender's acknowledgement to receipt, the issue's measure ("send
+   acknowledged to received") and the one the target is checked on, is reported beside it.
 3. **Memory**: more closed-loop sends until the history holds ``--history`` messages (20,000 then 60,000,
    each step bounded by ``--fill-timeout`` seconds); each node's VmRSS and peak VmHWM (``/proc/PID/status``)
    after setup and at each checkpoint, its data directory's size, the RSS ratio between the checkpoints and
@@ -1041,9 +1042,14 @@ def print_report(summary: dict[str, Any], runs: list[dict[str, Any]], args: argp
         rows += [
             (label + ": deliveries", d["delivered"], 0, f"of {fmt(d['expected']['median'], 0)} expected"),
             ("  delivery p50, send to receipt (ms)", d["p50_ms"], 1, ""),
-            ("  delivery p99, send to receipt (ms)", d["p99_ms"], 1, "< 150" + check(d["p99_ms"]["median"] < 150)),
+            ("  delivery p99, send to receipt (ms)", d["p99_ms"], 1, "(stricter than the target's measure)"),
             ("  delivery p50, ack to receipt (ms)", d["from_ack_p50_ms"], 1, ""),
-            ("  delivery p99, ack to receipt (ms)", d["from_ack_p99_ms"], 1, "< 150"),
+            (
+                "  delivery p99, ack to receipt (ms)",
+                d["from_ack_p99_ms"],
+                1,
+                "< 150" + check(d["from_ack_p99_ms"]["median"] < 150),
+            ),
             ("  paced send latency p50 (ms)", d["paced_send_p50_ms"], 1, ""),
             ("  paced send latency p99 (ms)", d["paced_send_p99_ms"], 1, ""),
         ]

@@ -6,11 +6,14 @@ from __future__ import annotations
 import betterproto2
 import pytest
 from google.protobuf import json_format
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from chat_server import api
+from chat_server import api, convert
 from chat_server._gen.pb.chat.v1 import chat_pb2, data_pb2, monitoring_pb2
 from chat_server.catalog import SERVICES
 from chat_server.rpc import methods_of
+from chat_server.store import EventKind, EventRow
 
 SAMPLES: list[betterproto2.Message] = [
     api.RegisterRequest(username="alice", password="correct horse", display_name="Alice", request_id="r1"),
@@ -78,3 +81,31 @@ def test_the_method_tables_cover_every_rpc_of_every_service() -> None:
     assert subscribe.server_streaming and subscribe.handler_name == "subscribe"
     send = next(m for m in methods_of(SERVICES["chat.v1.MessageService"]) if m.name == "SendMessage")
     assert send.handler_name == "send_message" and not send.server_streaming
+
+
+_text = st.text(max_size=30)
+_u64 = st.integers(min_value=0, max_value=2**63 - 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    row=st.builds(
+        EventRow,
+        conversation_id=_text,
+        seq=_u64,
+        kind=st.sampled_from(list(EventKind)),
+        sender=_text,
+        body=_text,
+        target_seq=_u64,
+        member=_text,
+        time_ms=st.integers(min_value=-(2**63), max_value=2**63 - 1),
+        edited_at_ms=st.integers(min_value=-(2**63), max_value=2**63 - 1),
+        deleted=st.booleans(),
+        request_id=_text,
+    ),
+    duplicate=st.booleans(),
+)
+def test_the_hot_path_encoders_give_the_bytes_of_the_typed_messages(row: EventRow, duplicate: bool) -> None:
+    assert convert.server_event_bytes(row) == bytes(api.ServerEvent(event=convert.event(row)))
+    typed = api.SendMessageResponse(message=convert.event(row), duplicate=duplicate)
+    assert convert.send_response_bytes(row, duplicate) == bytes(typed)

@@ -1,10 +1,17 @@
-"""Rows and state-machine results to ``chat.v1`` messages (the only place that knows both)."""
+"""Rows and state-machine results to ``chat.v1`` messages (the only place that knows both).
+
+Most functions build the typed betterproto2 messages. The two hottest, a live event (``server_event_bytes``,
+made once per event per node) and the answer to SendMessage (``send_response_bytes``), are encoded straight to
+bytes with the C-backed protobuf classes (``_gen/pb``): about 4 µs instead of 75 µs, the same bytes (the wire
+contract test compares them).
+"""
 
 from __future__ import annotations
 
 import grpc
 
 from chat_server import api
+from chat_server._gen.pb.chat.v1 import chat_pb2 as pb
 from chat_server.errors import ChatError
 from chat_server.store import ConversationRow, EventRow, PresenceNotice, TypingNotice, UserRow
 
@@ -35,6 +42,32 @@ def event(row: EventRow) -> api.Event:
         deleted=row.deleted,
         request_id=row.request_id,
     )
+
+
+def _event_pb(row: EventRow) -> pb.Event:
+    return pb.Event(
+        conversation_id=row.conversation_id,
+        seq=row.seq,
+        kind=int(row.kind),  # type: ignore[arg-type]
+        sender=row.sender,
+        body=row.body,
+        target_seq=row.target_seq,
+        member=row.member,
+        time_ms=row.time_ms,
+        edited_at_ms=row.edited_at_ms,
+        deleted=row.deleted,
+        request_id=row.request_id,
+    )
+
+
+def server_event_bytes(row: EventRow) -> bytes:
+    """``ServerEvent(event=event(row))``, encoded."""
+    return pb.ServerEvent(event=_event_pb(row)).SerializeToString()
+
+
+def send_response_bytes(row: EventRow, duplicate: bool) -> bytes:
+    """``SendMessageResponse(message=event(row), duplicate=duplicate)``, encoded."""
+    return pb.SendMessageResponse(message=_event_pb(row), duplicate=duplicate).SerializeToString()
 
 
 def conversation(row: ConversationRow) -> api.Conversation:

@@ -301,8 +301,8 @@ class MessageHandlers:
 
     async def send_message(
         self, request: api.SendMessageRequest, context: grpc.aio.ServicerContext
-    ) -> api.SendMessageResponse:
-        """Post a message (exactly once per request_id)."""
+    ) -> api.SendMessageResponse | bytes:
+        """Post a message (exactly once per request_id); the answer comes encoded (see ``convert``)."""
         me = await self._writer(context)
         command = build(
             commands.Send,
@@ -313,7 +313,7 @@ class MessageHandlers:
         )
         result = await self.ctx.propose(command, context)
         event, duplicate = convert.event_result(result)
-        return api.SendMessageResponse(message=convert.event(event), duplicate=duplicate)
+        return convert.send_response_bytes(event, duplicate)
 
     async def edit_message(self, request: api.EditMessageRequest, context: grpc.aio.ServicerContext) -> api.Event:
         """Replace one of the caller's messages."""
@@ -482,7 +482,7 @@ class MessageHandlers:
         key = (item.conversation_id, item.seq, item.edited_at_ms, item.deleted)
         data = self._encoded.get(key)
         if data is None:
-            data = self._encoded[key] = bytes(api.ServerEvent(event=convert.event(item)))
+            data = self._encoded[key] = convert.server_event_bytes(item)
             if len(self._encoded) > ENCODED_CACHE:
                 self._encoded.popitem(last=False)
         return data
