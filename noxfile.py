@@ -32,6 +32,7 @@ PROTO_TARGETS: list[tuple[str, str, str]] = [
     ("raft", "packages/raft-grpc/src/raft_grpc/_gen", "raft_grpc._gen"),
     ("kv", "packages/raft-grpc/src/raft_grpc/kv/_gen", "raft_grpc.kv._gen"),
     ("chat", "packages/chat-server/src/chat_server/_gen/pb", "chat_server._gen.pb"),
+    ("chat", "packages/chat-client-qt/src/chat_client_qt/_gen/pb", "chat_client_qt._gen.pb"),
 ]
 # betterproto2 messages (pydantic dataclasses) for the chat API edge: (proto package, output directory).
 # The output is a package with relative imports; its directory must sit inside an importable package.

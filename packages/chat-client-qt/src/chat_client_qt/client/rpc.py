@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
@@ -21,7 +21,7 @@ import betterproto2
 import grpc
 
 from chat_client_qt._gen.api.chat import v1 as api
-from chat_client_qt.client import protofast
+from chat_client_qt.client import fastparse, protofast
 
 protofast.install()  # cheaper parsing of every response and streamed event
 
@@ -52,6 +52,8 @@ class Method(Generic[ReqT, RespT]):
         kind: unary or server-streaming.
         write: a replicated write: sent to the leader when it is known.
         auth: needs the session token in the ``authorization`` metadata.
+        parse: how response bytes become ``response`` (default ``response.FromString``; the live streams use
+            ``fastparse``).
     """
 
     service: str
@@ -61,6 +63,12 @@ class Method(Generic[ReqT, RespT]):
     kind: Kind = Kind.UNARY
     write: bool = False
     auth: bool = True
+    parse: Callable[[bytes], RespT] | None = None
+
+    @property
+    def deserializer(self) -> Callable[[bytes], RespT]:
+        """The function that turns response bytes into ``response`` messages."""
+        return self.parse if self.parse is not None else self.response.FromString
 
     @property
     def route(self) -> str:
@@ -96,8 +104,22 @@ SEND_MESSAGE = Method(_MS, "SendMessage", api.SendMessageRequest, api.SendMessag
 EDIT_MESSAGE = Method(_MS, "EditMessage", api.EditMessageRequest, api.Event, write=True)
 DELETE_MESSAGE = Method(_MS, "DeleteMessage", api.DeleteMessageRequest, api.Event, write=True)
 GET_HISTORY = Method(_MS, "GetHistory", api.GetHistoryRequest, api.GetHistoryResponse)
-SUBSCRIBE = Method(_MS, "Subscribe", api.SubscribeRequest, api.ServerEvent, kind=Kind.SERVER_STREAM)
-SUBSCRIBE_BATCHES = Method(_MS, "SubscribeBatches", api.SubscribeRequest, api.ServerEventBatch, kind=Kind.SERVER_STREAM)
+SUBSCRIBE = Method(
+    _MS,
+    "Subscribe",
+    api.SubscribeRequest,
+    api.ServerEvent,
+    kind=Kind.SERVER_STREAM,
+    parse=fastparse.parser(api.ServerEvent),
+)
+SUBSCRIBE_BATCHES = Method(
+    _MS,
+    "SubscribeBatches",
+    api.SubscribeRequest,
+    api.ServerEventBatch,
+    kind=Kind.SERVER_STREAM,
+    parse=fastparse.parser(api.ServerEventBatch),
+)
 MARK_READ = Method(_MS, "MarkRead", api.MarkReadRequest, api.MarkReadResponse, write=True)
 SET_TYPING = Method(_MS, "SetTyping", api.SetTypingRequest, api.SetTypingResponse, write=True)
 SEARCH_MESSAGES = Method(_MS, "SearchMessages", api.SearchMessagesRequest, api.SearchMessagesResponse)
@@ -155,7 +177,7 @@ def unary_callable(
         raise TypeError(f"{method.route} is not unary")
     return cast(
         "grpc.aio.UnaryUnaryMultiCallable[ReqT, RespT]",
-        channel.unary_unary(method.route, request_serializer=bytes, response_deserializer=method.response.FromString),
+        channel.unary_unary(method.route, request_serializer=bytes, response_deserializer=method.deserializer),
     )
 
 
@@ -167,7 +189,7 @@ def stream_callable(
         raise TypeError(f"{method.route} is not server-streaming")
     return cast(
         "grpc.aio.UnaryStreamMultiCallable[ReqT, RespT]",
-        channel.unary_stream(method.route, request_serializer=bytes, response_deserializer=method.response.FromString),
+        channel.unary_stream(method.route, request_serializer=bytes, response_deserializer=method.deserializer),
     )
 
 
