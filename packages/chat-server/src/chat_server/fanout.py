@@ -75,6 +75,8 @@ class Subscription:
 
 
 _WAKE = TypingNotice(conversation_id="", username="", typing=False, expires_at_ms=0)
+_HEARTBEAT = TypingNotice(conversation_id="", username="", typing=True, expires_at_ms=0)
+"""Queued by a stream's heartbeat timer: the stream sends a heartbeat (``None``)."""
 
 
 class Fanout:
@@ -181,10 +183,26 @@ class Fanout:
         was being sent go together too (up to ``max_batch``, plus any gap filled from the database). So a
         busy stream sends fewer, larger messages, and an idle one sends each item as it comes.
         """
+        # One timer per stream, moved lazily: it fires at most once per ``heartbeat_s`` and queues a heartbeat only
+        # if nothing was sent for that long (cheaper than a timeout around every wait for the queue).
+        loop = asyncio.get_running_loop()
+        last_sent = loop.time()
+        timer: asyncio.TimerHandle | None = None
+
+        def beat() -> None:
+            nonlocal timer
+            idle = loop.time() - last_sent
+            if idle >= heartbeat_s:
+                sub.push(_HEARTBEAT)
+                idle = 0.0
+            timer = loop.call_later(heartbeat_s - idle, beat)
+
         try:
             yield [None]
             for group in _grouped(self._catch_up(sub), max_batch):
                 yield group
+            last_sent = loop.time()
+            timer = loop.call_later(heartbeat_s, beat)
             while not sub.closed:
                 if sub.overflowed:
                     sub.overflowed = False
@@ -192,25 +210,27 @@ class Fanout:
                         sub.queue.get_nowait()
                     for group in _grouped(self._catch_up(sub), max_batch):
                         yield group
+                    last_sent = loop.time()
                     continue
-                try:
-                    async with asyncio.timeout(heartbeat_s):
-                        queued = await sub.queue.get()
-                except TimeoutError:
-                    yield [None]
-                    continue
+                queued = await sub.queue.get()
                 batch: list[Item | None] = []
                 self._take(sub, queued, batch)
                 while len(batch) < max_batch and not sub.queue.empty() and not sub.overflowed:
                     self._take(sub, sub.queue.get_nowait(), batch)
                 if batch:
                     yield batch
+                    last_sent = loop.time()
         finally:
+            if timer is not None:
+                timer.cancel()
             self.close(sub)
 
     def _take(self, sub: Subscription, queued: Item, batch: list[Item | None]) -> None:
         """Add what the queued ``queued`` means for ``sub`` to ``batch`` (nothing for a wake-up or an old event)."""
         if queued is _WAKE:
+            return
+        if queued is _HEARTBEAT:
+            batch.append(None)
             return
         if isinstance(queued, EventRow):
             batch.extend(self._deliver(sub, queued))
