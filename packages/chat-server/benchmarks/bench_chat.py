@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import pstats
@@ -209,6 +210,16 @@ async def login_all(clients: list[Any], names: list[str]) -> None:
     await asyncio.gather(*(one(c, n) for c, n in zip(clients, names, strict=True)))
 
 
+def settle_heap() -> None:
+    """Keep what set-up made (clients, channels, generated types) out of the cyclic GC (``gc.freeze``).
+
+    A long-running app does the same after start-up (the desktop app does); full collections over it
+    stalled a worker for 60-200 ms.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def send_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Closed-loop senders sharing one connection: until ``duration`` s pass or ``count`` sends were made."""
     from chat_client_qt.client import ChatClient, Connection
@@ -220,6 +231,7 @@ async def send_worker(config: dict[str, Any]) -> dict[str, Any]:
     await login_all(clients, [name for name, _ in users])
     if config["learn_leader"]:
         await clients[0].cluster_status(timeout=5.0)  # as the app does: writes then go to the leader
+    settle_heap()
     control.say("ready")
     await control.go.wait()
     latencies: list[float] = []
@@ -289,6 +301,7 @@ async def subscribe_worker(config: dict[str, Any]) -> dict[str, Any]:
     tasks = [asyncio.create_task(watch(i)) for i in range(len(subs))]
     async with asyncio.timeout(READY_TIMEOUT_S):
         await asyncio.gather(*(e.wait() for e in connected))
+    settle_heap()
     control.say("ready")
     cpu0 = time.process_time()
     await control.go.wait()
@@ -319,6 +332,7 @@ async def pace_worker(config: dict[str, Any]) -> dict[str, Any]:
     async with ChatClient(config["endpoints"], use_outbox=False, timeout=CALL_TIMEOUT_S) as client:
         await client.login(config["user"], PASSWORD)
         await client.cluster_status(timeout=5.0)
+        settle_heap()
         control.say("ready")
         await control.go.wait()
         acks: dict[int, list[int]] = {}  # k: [stamp ns, acknowledgement ns]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -271,6 +272,11 @@ async def serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    # Everything made so far (modules, classes, generated message types, the node) lives as long as the process:
+    # keep it out of the cyclic collector, whose full passes over it took 30-80 ms on this machine (a stall of
+    # every stream and proposal on the node each time). Only what is made from now on is scanned.
+    gc.collect()
+    gc.freeze()
     print(f"chat-server node {settings.node_id} serving clients on {server.client_address}", flush=True)
     await stopping.wait()
     log.info("node %d stopping on a signal", settings.node_id)

@@ -21,7 +21,7 @@ from typing import Final
 
 log = logging.getLogger(__name__)
 
-DEFAULT_INTERVAL_S: Final = 1.0
+DEFAULT_INTERVAL_S: Final = 0.25
 """Seconds between two checkpoints while the database is being written."""
 
 
