@@ -13,7 +13,7 @@ from chat_server import api, convert
 from chat_server._gen.pb.chat.v1 import chat_pb2, data_pb2, monitoring_pb2
 from chat_server.catalog import SERVICES
 from chat_server.rpc import methods_of
-from chat_server.store import EventKind, EventRow
+from chat_server.store import EventKind, EventRow, PresenceNotice, TypingNotice
 
 SAMPLES: list[betterproto2.Message] = [
     api.RegisterRequest(username="alice", password="correct horse", display_name="Alice", request_id="r1"),
@@ -109,3 +109,17 @@ def test_the_hot_path_encoders_give_the_bytes_of_the_typed_messages(row: EventRo
     assert convert.server_event_bytes(row) == bytes(api.ServerEvent(event=convert.event(row)))
     typed = api.SendMessageResponse(message=convert.event(row), duplicate=duplicate)
     assert convert.send_response_bytes(row, duplicate) == bytes(typed)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    typing=st.builds(TypingNotice, conversation_id=_text, username=_text, typing=st.booleans(), expires_at_ms=_u64),
+    presence=st.builds(PresenceNotice, username=_text, online=st.booleans(), last_seen_ms=_u64, expires_at_ms=_u64),
+    now_ms=_u64,
+)
+def test_the_signal_encoders_give_the_bytes_of_the_typed_messages(
+    typing: TypingNotice, presence: PresenceNotice, now_ms: int
+) -> None:
+    assert convert.typing_event_bytes(typing) == bytes(api.ServerEvent(typing=convert.typing(typing)))
+    expected = bytes(api.ServerEvent(presence=convert.presence(presence, now_ms)))
+    assert convert.presence_event_bytes(presence, now_ms) == expected

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import uuid
 from collections import OrderedDict
@@ -78,7 +79,7 @@ class MessageHandlers:
         self.token_ttl_ms = int(token_ttl_s * 1000)
         self._typing_sent: dict[tuple[str, str], float] = {}
         # Each live event is encoded once for all the streams it goes to (key: its identity and version).
-        self._encoded: OrderedDict[tuple[str, int, int, bool], bytes] = OrderedDict()
+        self._encoded: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
         self._streams: dict[str, int] = {}  # username -> open streams on this node
         self._presence_tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -475,14 +476,25 @@ class MessageHandlers:
                     node_id=status.id, applied_index=status.applied_index, leader_id=status.leader, term=_term(status)
                 )
             )
+        # Each event or signal is encoded once for every stream of this node it goes to.
+        key: tuple[object, ...]
+        now = 0
         if isinstance(item, TypingNotice):
-            return api.ServerEvent(typing=convert.typing(item))
-        if isinstance(item, PresenceNotice):
-            return api.ServerEvent(presence=convert.presence(item, self.ctx.now_ms()))
-        key = (item.conversation_id, item.seq, item.edited_at_ms, item.deleted)
+            key = (item,)
+        elif isinstance(item, PresenceNotice):
+            now = self.ctx.now_ms()
+            key = (item, item.online and item.expires_at_ms > now)
+        else:
+            key = (item.conversation_id, item.seq, item.edited_at_ms, item.deleted)
         data = self._encoded.get(key)
         if data is None:
-            data = self._encoded[key] = convert.server_event_bytes(item)
+            if isinstance(item, TypingNotice):
+                data = convert.typing_event_bytes(item)
+            elif isinstance(item, PresenceNotice):
+                data = convert.presence_event_bytes(item, now)
+            else:
+                data = convert.server_event_bytes(item)
+            self._encoded[key] = data
             if len(self._encoded) > ENCODED_CACHE:
                 self._encoded.popitem(last=False)
         return data
@@ -504,13 +516,20 @@ class MessageHandlers:
         asyncio.create_task(self._set_presence(username, online=False))  # noqa: RUF006 - fire and forget
 
     async def _keep_present(self, username: str) -> None:
-        """Renew ``username``'s presence lease while it has a stream here (skipping renewals others made)."""
+        """Renew ``username``'s presence lease while it has a stream here (skipping renewals others made).
+
+        After the first renewal (at once: the user comes online now) the next check comes after a random part
+        of ``PRESENCE_RENEW_S``, so users whose streams opened together (a node restart, a reconnect wave) do not
+        all renew in the same instant: each renewal is a log entry and a signal to every co-member's stream.
+        """
+        delay = random.uniform(0.0, PRESENCE_RENEW_S)
         while True:
             row = self.ctx.queries.user(username)
             now = self.ctx.now_ms()
             if row is None or row.presence_expires_ms - now < (PRESENCE_LEASE_S - PRESENCE_RENEW_S) * 1000:
                 await self._set_presence(username, online=True)
-            await asyncio.sleep(PRESENCE_RENEW_S)
+            await asyncio.sleep(delay)
+            delay = PRESENCE_RENEW_S
 
     async def _set_presence(self, username: str, *, online: bool) -> None:
         expires = self.ctx.now_ms() + int(PRESENCE_LEASE_S * 1000) if online else 0
