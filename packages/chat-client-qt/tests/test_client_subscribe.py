@@ -227,3 +227,39 @@ def test_aclose_ends_a_waiting_iteration(tmp_path):
             await asyncio.wait_for(events.task, 5.0)
 
     run(main())
+
+
+def test_a_silent_stream_is_left_after_idle_timeout_but_a_slow_reader_keeps_its_stream(tmp_path):
+    async def main() -> None:
+        async with FakeCluster(2) as cluster:
+            state = cluster.state
+            state.room("r1", "alice", "bob")
+            async with ChatClient(cluster.endpoints, data_dir=tmp_path) as client:
+                await client.use_session("alice", TOKEN)
+                sub = client.subscribe(idle_timeout=0.5, include_status=True)
+                items: list[Any] = []
+                async with asyncio.timeout(20):
+                    async for item in sub:
+                        items.append(item)
+                        if isinstance(item, StreamStatus) and not item.connected:
+                            break  # nothing came for 0.5 s after the opening heartbeat
+                lost = items[-1]
+                assert "no message from" in lost.error.message
+                assert sum(1 for i in items if isinstance(i, api.Heartbeat)) == 1
+                # A reader slower than the timeout loses nothing while messages keep coming.
+                for i in range(6):
+                    state.post("r1", "bob", f"m{i}")
+                seen: list[int] = []
+                async with asyncio.timeout(20):
+                    async for item in sub:
+                        if isinstance(item, api.Event):
+                            seen.append(item.seq)
+                            await asyncio.sleep(0.2)  # 6 x 0.2 s: longer than idle_timeout in all
+                            if len(seen) == 6:
+                                break
+                        elif isinstance(item, StreamStatus) and not item.connected:
+                            raise AssertionError(f"the stream was dropped under a slow reader: {item}")
+                assert seen == [2, 3, 4, 5, 6, 7]
+                await sub.aclose()
+
+    run(main())

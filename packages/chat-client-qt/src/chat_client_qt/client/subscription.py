@@ -163,6 +163,9 @@ class Subscription:
         self._wake = asyncio.Event()
         self._running = False
         self._batches = True  # SubscribeBatches until a server answers UNIMPLEMENTED
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._reading_since: float | None = None
+        self._idle_expired = False
 
     # -- public -----------------------------------------------------------------------------------------------
 
@@ -223,6 +226,45 @@ class Subscription:
         call, self._call = self._call, None
         if call is not None:
             call.cancel()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    async def _read(self, call: grpc.aio.UnaryStreamCall[Any, Any]) -> Any:
+        """``call.read()``, which the idle watchdog cancels after ``idle_timeout`` seconds without a message.
+
+        One timer per subscription, moved lazily (it fires at most once per ``idle_timeout`` while messages
+        flow), instead of a timeout around every read: reads are the hot path of a busy stream.
+        """
+        loop = asyncio.get_running_loop()
+        self._idle_expired = False
+        self._reading_since = loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = loop.call_at(self._reading_since + self.idle_timeout, self._check_idle)
+        try:
+            return await call.read()
+        finally:
+            self._reading_since = None
+
+    def _check_idle(self) -> None:
+        """The watchdog: cancel the call if the current read has waited ``idle_timeout``, else look again later."""
+        self._idle_timer = None
+        since = self._reading_since
+        if since is None:
+            return  # not reading now: the next read sets the timer again
+        loop = asyncio.get_running_loop()
+        due = since + self.idle_timeout
+        if loop.time() < due:
+            self._idle_timer = loop.call_at(due, self._check_idle)
+            return
+        call = self._call
+        if call is not None:
+            self._idle_expired = True
+            call.cancel()
+
+    def _idle_error(self, endpoint: str) -> Unavailable:
+        self._idle_expired = False
+        return Unavailable(f"no message from {endpoint} in {self.idle_timeout:.0f}s", endpoint=endpoint)
 
     async def _run(self) -> AsyncGenerator[StreamItem | StreamStatus, None]:
         conn = self._client.connection
@@ -252,9 +294,10 @@ class Subscription:
                     if call is None:
                         raise _StreamBroken("closed")
                     try:
-                        async with asyncio.timeout(self.idle_timeout):  # no task per read, unlike wait_for
-                            message = await call.read()
+                        message = await self._read(call)
                     except asyncio.CancelledError:
+                        if self._idle_expired:  # the idle watchdog cancelled the call
+                            raise TimeoutError from None
                         task = asyncio.current_task()
                         if self._closed and (task is None or not task.cancelling()):
                             return  # aclose() from another task cancelled the call: just end
@@ -284,15 +327,18 @@ class Subscription:
             except grpc.aio.AioRpcError as exc:
                 if self._closed:
                     break
-                if exc.code() is grpc.StatusCode.UNIMPLEMENTED and self._batches:
+                if self._idle_expired:
+                    error = self._idle_error(endpoint)
+                elif exc.code() is grpc.StatusCode.UNIMPLEMENTED and self._batches:
                     self._batches = False  # an older server: the one-event-per-message stream carries the same
                     log.info("%s does not offer SubscribeBatches; using Subscribe", endpoint)
                     continue
-                error = from_rpc_error(exc, endpoint=endpoint)
-                if exc.code() in _FATAL_CODES:
-                    raise error from None
+                else:
+                    error = from_rpc_error(exc, endpoint=endpoint)
+                    if exc.code() in _FATAL_CODES:
+                        raise error from None
             except TimeoutError:
-                error = Unavailable(f"no message from {endpoint} in {self.idle_timeout:.0f}s", endpoint=endpoint)
+                error = self._idle_error(endpoint)
             except _StreamBroken as exc:
                 error = Unavailable(str(exc), endpoint=endpoint)
             except ClientClosed:
