@@ -13,10 +13,10 @@ from raft_core.types import Membership
 
 
 class BatchRecorder:
-    """Records the calls it gets, as ("begin",), ("apply", index), ("end",)."""
+    """Records the calls it gets, as ("begin", 0), ("apply", index), ("end", 0)."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[object, ...]] = []
+        self.calls: list[tuple[str, int]] = []
         self.open = False
         self.fail_end = False
         self.values: list[str] = []
@@ -24,7 +24,7 @@ class BatchRecorder:
     def begin_batch(self) -> None:
         assert not self.open, "a batch began inside a batch"
         self.open = True
-        self.calls.append(("begin",))
+        self.calls.append(("begin", 0))
 
     def apply(self, command: Command) -> object:
         assert self.open, "apply outside a batch"
@@ -35,7 +35,7 @@ class BatchRecorder:
     def end_batch(self) -> None:
         assert self.open
         self.open = False
-        self.calls.append(("end",))
+        self.calls.append(("end", 0))
         if self.fail_end:
             raise OSError("disk full")
 
@@ -81,7 +81,7 @@ def test_concurrent_proposals_are_applied_in_batches_and_answered_after_the_batc
                 batches.append(size)
                 size = 0
         assert sum(batches) == 40 and len(batches) < 40  # several commands shared a batch
-        assert machine.calls[-1] == ("end",)
+        assert machine.calls[-1] == ("end", 0)
 
     asyncio.run(main())
 
