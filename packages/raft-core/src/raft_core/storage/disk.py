@@ -29,6 +29,7 @@ class DiskStorage:
         self._wal = wal
         self._store = store
         self._snapshot_meta = snapshot.meta  # the data stays in its file: memory does not grow with the state
+        self._snapshot_in_store = snapshot.meta.index > 0 or bool(snapshot.data)  # else: the bootstrap one
 
     @classmethod
     def open(
@@ -103,7 +104,7 @@ class DiskStorage:
         lagging follower a snapshot), so a large state is never held in memory between those.
         """
         meta = self._snapshot_meta
-        return Snapshot(meta) if meta.index == 0 else self._store.load(meta)
+        return self._store.load(meta) if self._snapshot_in_store else Snapshot(meta)
 
     @property
     def hard_state(self) -> HardState:
@@ -156,7 +157,7 @@ class DiskStorage:
             reset = (meta.index, meta.term)
         self._wal.write(hard_state=hard_state, entries=entries, reset=reset, sync=sync)
         if snapshot is not None:
-            self._snapshot_meta = snapshot.meta
+            self._snapshot_meta, self._snapshot_in_store = snapshot.meta, True
 
     def create_snapshot(self, index: int, data: bytes, membership: Membership | None = None) -> Snapshot:
         """Durably store a snapshot of the state machine as of ``index`` (which must be stored); returns it.
@@ -180,7 +181,7 @@ class DiskStorage:
         )
         snapshot = Snapshot(meta, data)
         self._store.save(snapshot)
-        self._snapshot_meta = meta
+        self._snapshot_meta, self._snapshot_in_store = meta, True
         return snapshot
 
     def receive_snapshot(self, meta: SnapshotMeta, size: int, checksum: int) -> IncomingSnapshot:
