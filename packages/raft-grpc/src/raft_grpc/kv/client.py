@@ -22,6 +22,7 @@ above, so it is still applied exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -211,7 +212,7 @@ class KvClient:
         try:
             reply = await stream.send(wrapped, attempt)
         except (_StreamFailed, TimeoutError):
-            if stream.unimplemented:  # an older server: use Write from now on (nothing was applied)
+            if await stream.refused_as_unimplemented():  # an older server: use Write from now on (nothing applied)
                 self._write_batches = False
                 return await self._stream_attempt(method, request, deadline)
             self._retarget(endpoint, None)
@@ -309,6 +310,8 @@ class KvClient:
 
 MAX_REQUEST_BATCH = 256
 """Most writes one ``WriteRequestBatch`` carries."""
+WRITE_FAILURE_STATUS_S = 1.0
+"""Seconds a stream whose write failed is given to deliver its final status."""
 _STREAM_FIELD = {"Put": "put", "Delete": "delete", "CompareAndSet": "compare_and_set"}
 """The ``WriteRequest``/``WriteReply`` oneof field of each write method."""
 _STATUS_BY_CODE = {status.value[0]: status for status in grpc.StatusCode}
@@ -352,6 +355,17 @@ class _WriteStream:
         finally:
             self._waiting.pop(request.id, None)
 
+    async def refused_as_unimplemented(self) -> bool:
+        """Whether the server refused the call as UNIMPLEMENTED (then nothing sent on it was applied)."""
+        if self.unimplemented:
+            return True
+        if not self._call.done():
+            return False
+        try:
+            return bool(await self._call.code() is grpc.StatusCode.UNIMPLEMENTED)
+        except Exception:
+            return False
+
     async def close(self) -> None:
         """Cancel the call; every write still waiting fails with ``_StreamFailed``."""
         self._fail()
@@ -364,8 +378,13 @@ class _WriteStream:
         try:
             if self._batched:
                 # Nothing is sent before the server has accepted the call (it sends its headers at once): a server
-                # without WriteBatches then answers a clean UNIMPLEMENTED, which the receive loop reports.
+                # without WriteBatches then answers a clean UNIMPLEMENTED (a trailers-only response).
                 await self._call.initial_metadata()
+                if self._call.done():
+                    if await self._call.code() is grpc.StatusCode.UNIMPLEMENTED:
+                        self.unimplemented = True
+                    self._fail()
+                    return
             while True:
                 request = await outbox.get()
                 if not self._batched:
@@ -375,9 +394,12 @@ class _WriteStream:
                 while len(batch) < MAX_REQUEST_BATCH and not outbox.empty():
                     batch.append(outbox.get_nowait())
                 await self._call.write(pb.WriteRequestBatch(requests=batch))
-        except Exception:  # the call ended: the receive loop sees why (e.g. UNIMPLEMENTED) and fails the writes
-            if not self._call.done():
-                self._fail()
+        except Exception:  # the call is ending: learn how (without cancelling it first, which would hide it)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(WRITE_FAILURE_STATUS_S):
+                    if await self._call.code() is grpc.StatusCode.UNIMPLEMENTED:
+                        self.unimplemented = True
+            self._fail()
 
     async def _receive_loop(self) -> None:
         try:
@@ -387,9 +409,10 @@ class _WriteStream:
                     if future is not None and not future.done():
                         future.set_result(reply)
         except grpc.aio.AioRpcError as exc:  # the node went away: every waiting write is retried
-            self.unimplemented = exc.code() is grpc.StatusCode.UNIMPLEMENTED
+            if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+                self.unimplemented = True
         except Exception:  # as above: every waiting write is retried
-            self.unimplemented = False
+            pass
         finally:
             self._fail()
             self._tasks[0].cancel()  # the send loop waits for requests nobody will send
