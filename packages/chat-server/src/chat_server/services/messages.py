@@ -19,7 +19,7 @@ import random
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -42,7 +42,6 @@ PRESENCE_RENEW_S = 15.0
 TYPING_THROTTLE_S = 3.0
 TYPING_TTL_S = 6.0
 HEARTBEAT_S = 10.0
-_BATCH_TAG = b"\x0a"  # field 1, wire type 2 (length-delimited)
 ENCODED_CACHE = 4096
 
 
@@ -423,9 +422,7 @@ class MessageHandlers:
         await self.ctx.propose(command, context)
         return api.SetTypingResponse()
 
-    async def subscribe(
-        self, request: api.SubscribeRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[api.ServerEvent | bytes]:
+    async def subscribe(self, request: api.SubscribeRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         """Every event after the cursors, then live events, typing and presence, with periodic heartbeats."""
         async with contextlib.aclosing(self._subscription(request, context, max_batch=1)) as batches:
             async for batch in batches:
@@ -438,12 +435,7 @@ class MessageHandlers:
         """``subscribe``'s items, those ready together in one ``ServerEventBatch`` (encoded from cached bytes)."""
         async with contextlib.aclosing(self._subscription(request, context, max_batch=BATCH_LIMIT)) as batches:
             async for batch in batches:
-                parts: list[bytes] = []
-                for item in batch:
-                    event = self._server_event(item)
-                    data = event if isinstance(event, bytes) else bytes(event)
-                    parts += (_BATCH_TAG, _varint(len(data)), data)  # ServerEventBatch field 1, length-delimited
-                yield b"".join(parts)
+                yield convert.server_event_batch_bytes(map(self._server_event, batch))
 
     async def _subscription(
         self, request: api.SubscribeRequest, context: grpc.aio.ServicerContext, *, max_batch: int
@@ -468,33 +460,27 @@ class MessageHandlers:
         finally:
             self._stream_closed(me)
 
-    def _server_event(self, item: EventRow | TypingNotice | PresenceNotice | None) -> api.ServerEvent | bytes:
+    def _server_event(self, item: EventRow | TypingNotice | PresenceNotice | None) -> bytes:
+        """``item`` as an encoded ``ServerEvent``; an event or signal is encoded once for all this node's streams."""
         if item is None:
             status = self.ctx.node
-            return api.ServerEvent(
-                heartbeat=api.Heartbeat(
-                    node_id=status.id, applied_index=status.applied_index, leader_id=status.leader, term=_term(status)
-                )
+            heartbeat = api.Heartbeat(
+                node_id=status.id, applied_index=status.applied_index, leader_id=status.leader, term=_term(status)
             )
-        # Each event or signal is encoded once for every stream of this node it goes to.
-        key: tuple[object, ...]
-        now = 0
+            return bytes(api.ServerEvent(heartbeat=heartbeat))
         if isinstance(item, TypingNotice):
-            key = (item,)
-        elif isinstance(item, PresenceNotice):
+            return self._encoded_once((item,), lambda: convert.typing_event_bytes(item))
+        if isinstance(item, PresenceNotice):
             now = self.ctx.now_ms()
-            key = (item, item.online and item.expires_at_ms > now)
-        else:
-            key = (item.conversation_id, item.seq, item.edited_at_ms, item.deleted)
+            online = item.online and item.expires_at_ms > now
+            return self._encoded_once((item, online), lambda: convert.presence_event_bytes(item, now))
+        key = (item.conversation_id, item.seq, item.edited_at_ms, item.deleted)
+        return self._encoded_once(key, lambda: convert.server_event_bytes(item))
+
+    def _encoded_once(self, key: tuple[object, ...], encode: Callable[[], bytes]) -> bytes:
         data = self._encoded.get(key)
         if data is None:
-            if isinstance(item, TypingNotice):
-                data = convert.typing_event_bytes(item)
-            elif isinstance(item, PresenceNotice):
-                data = convert.presence_event_bytes(item, now)
-            else:
-                data = convert.server_event_bytes(item)
-            self._encoded[key] = data
+            data = self._encoded[key] = encode()
             if len(self._encoded) > ENCODED_CACHE:
                 self._encoded.popitem(last=False)
         return data
@@ -560,13 +546,3 @@ def _check_password(password: str) -> None:
 
 # An argon2id hash of a random password: verifying against it costs what a real check costs.
 _DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHRzb21lc2FsdA$pYbXUQ5p1rTx1cOdaNfLZqT5kX3K3nSgJsydlTT2j0c"
-
-
-def _varint(n: int) -> bytes:
-    """``n`` (not negative) as a protobuf varint."""
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)

@@ -28,6 +28,8 @@ A retry (same ``dedup_key``) returns the first result; where the result has a ``
 
 from __future__ import annotations
 
+import itertools
+import operator
 import sqlite3
 from dataclasses import replace
 from typing import Final
@@ -117,13 +119,8 @@ class ChatWriter:
     def flush_search_index(self) -> None:
         """Write the queued full-text index changes (in the caller's transaction)."""
         updates, self.search_updates = self.search_updates, []
-        conn, i = self._conn, 0
-        while i < len(updates):  # runs of the same statement go in one executemany
-            j = i + 1
-            while j < len(updates) and updates[j][0] == updates[i][0]:
-                j += 1
-            conn.executemany(updates[i][0], [params for _, params in updates[i:j]])
-            i = j
+        for statement, run in itertools.groupby(updates, key=operator.itemgetter(0)):  # a run: one executemany
+            self._conn.executemany(statement, [params for _, params in run])
 
     def rolled_back(self, keep: int) -> None:
         """The caller rolled back a command: forget what it queued and cached.

@@ -335,8 +335,6 @@ class _WriteStream:
         self._waiting: dict[int, asyncio.Future[pb.WriteReply]] = {}
         self._outbox: asyncio.Queue[pb.WriteRequest] = asyncio.Queue()
         self.broken = False
-        self.unimplemented = False
-        """The server does not offer this call (it answered UNIMPLEMENTED): nothing sent on it was applied."""
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._send_loop()), loop.create_task(self._receive_loop())]
 
@@ -356,13 +354,14 @@ class _WriteStream:
             self._waiting.pop(request.id, None)
 
     async def refused_as_unimplemented(self) -> bool:
-        """Whether the server refused the call as UNIMPLEMENTED (then nothing sent on it was applied)."""
-        if self.unimplemented:
-            return True
+        """Whether the server refused the call as UNIMPLEMENTED (then nothing sent on it was applied).
+
+        The call's final status says so; nothing cancels the call before that status has arrived (see the loops).
+        """
         if not self._call.done():
             return False
         try:
-            return bool(await self._call.code() is grpc.StatusCode.UNIMPLEMENTED)
+            return await self._call.code() is grpc.StatusCode.UNIMPLEMENTED
         except Exception:
             return False
 
@@ -381,10 +380,7 @@ class _WriteStream:
                 # without WriteBatches then answers a clean UNIMPLEMENTED (a trailers-only response).
                 await self._call.initial_metadata()
                 if self._call.done():
-                    if await self._call.code() is grpc.StatusCode.UNIMPLEMENTED:
-                        self.unimplemented = True
-                    self._fail()
-                    return
+                    return  # refused (e.g. UNIMPLEMENTED): write nothing more; the receive loop fails the writes
             while True:
                 request = await outbox.get()
                 if not self._batched:
@@ -394,25 +390,21 @@ class _WriteStream:
                 while len(batch) < MAX_REQUEST_BATCH and not outbox.empty():
                     batch.append(outbox.get_nowait())
                 await self._call.write(pb.WriteRequestBatch(requests=batch))
-        except Exception:  # the call is ending: learn how (without cancelling it first, which would hide it)
+        except Exception:  # the call is ending: let its status arrive before cancelling it (which would hide it)
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(WRITE_FAILURE_STATUS_S):
-                    if await self._call.code() is grpc.StatusCode.UNIMPLEMENTED:
-                        self.unimplemented = True
+                    await self._call.code()
             self._fail()
 
     async def _receive_loop(self) -> None:
         try:
-            async for message in self._call:
-                for reply in message.replies if self._batched else (message,):
-                    future = self._waiting.get(reply.id)
-                    if future is not None and not future.done():
-                        future.set_result(reply)
-        except grpc.aio.AioRpcError as exc:  # the node went away: every waiting write is retried
-            if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
-                self.unimplemented = True
-        except Exception:  # as above: every waiting write is retried
-            pass
+            # The call ended (the node went away, or refused it): every waiting write is retried.
+            with contextlib.suppress(Exception):
+                async for message in self._call:
+                    for reply in message.replies if self._batched else (message,):
+                        future = self._waiting.get(reply.id)
+                        if future is not None and not future.done():
+                            future.set_result(reply)
         finally:
             self._fail()
             self._tasks[0].cancel()  # the send loop waits for requests nobody will send
