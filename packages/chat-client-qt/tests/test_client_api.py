@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import grpc
 import pytest
 from chat_fakes import TOKEN, FakeNode, FakeState, run
 
-from chat_client_qt.client import ChatClient, Unavailable, api, rpc
+from chat_client_qt.client import ChatClient, Unavailable, api, rpc, send_stream
 
 
 class EchoHandler(grpc.GenericRpcHandler):
@@ -20,12 +21,30 @@ class EchoHandler(grpc.GenericRpcHandler):
     def __init__(self) -> None:
         self.seen: list[tuple[str, Any, dict[str, str]]] = []
         self.unimplemented: set[str] = set()  # routes answered UNIMPLEMENTED, as an older server would
+        self.batched_sends = 0  # SendMessage calls that came inside SendMessageBatches (recorded as SendMessage)
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method = rpc.BY_ROUTE.get(handler_call_details.method)
         if method is None or method.route in self.unimplemented:
             return None
         metadata = {k: v for k, v in handler_call_details.invocation_metadata if isinstance(v, str)}
+
+        if method.kind is rpc.Kind.BIDI_STREAM:
+
+            async def batches(requests: Any, context: Any) -> Any:
+                await context.send_initial_metadata(((send_stream.HEADER, "1"),))
+                async for batch in requests:
+                    results = []
+                    for item in batch.items:
+                        self.batched_sends += 1
+                        auth = {"authorization": f"Bearer {item.token}"} if item.token else {}
+                        self.seen.append((rpc.SEND_MESSAGE.route, item.request, auth))
+                        results.append(api.SendMessageResult(id=item.id, response=api.SendMessageResponse()))
+                    yield api.SendMessageResultBatch(results=results)
+
+            return grpc.stream_stream_rpc_method_handler(
+                batches, request_deserializer=method.request.FromString, response_serializer=bytes
+            )
 
         if method.kind is rpc.Kind.SERVER_STREAM:
 
@@ -49,13 +68,19 @@ class EchoHandler(grpc.GenericRpcHandler):
         )
 
 
+async def serve(handler: grpc.GenericRpcHandler) -> tuple[grpc.aio.Server, int]:
+    """A started server on a free loopback port answering with ``handler``; (server, port)."""
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port
+
+
 def test_every_message_service_rpc_has_a_client_method(tmp_path):
     async def main() -> None:
         echo = EchoHandler()
-        server = grpc.aio.server()
-        server.add_generic_rpc_handlers((echo,))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
+        server, port = await serve(echo)
         try:
             async with ChatClient([f"127.0.0.1:{port}"], data_dir=tmp_path) as client:
                 await client.register("alice", "long-password", "Alice")
@@ -99,7 +124,8 @@ def test_every_message_service_rpc_has_a_client_method(tmp_path):
             await server.stop(0)
         routes = [route for route, _, _ in echo.seen]
         message_service = {m.route for m in rpc.METHODS if m.service == "MessageService"}
-        assert message_service <= set(routes)
+        assert message_service - {rpc.SEND_MESSAGE_BATCHES.route} <= set(routes)
+        assert echo.batched_sends == 1, "the send went over SendMessageBatches"
         for route, request, metadata in echo.seen:
             method = rpc.BY_ROUTE[route]
             assert ("authorization" in metadata) == (method.auth and method.service == "MessageService"), route
@@ -114,6 +140,31 @@ def test_every_message_service_rpc_has_a_client_method(tmp_path):
         room = by_route[rpc.CREATE_ROOM.route]
         assert (room.name, room.topic, room.public, room.members) == ("general", "t", True, ["bob"])
         assert by_route[rpc.LOGIN.route].device == "tests"
+
+    run(main())
+
+
+def test_sends_share_one_stream_and_fall_back_to_unary_calls_on_a_server_without_it(tmp_path):
+    async def main() -> None:
+        echo = EchoHandler()
+        server, port = await serve(echo)
+        try:
+            async with ChatClient([f"127.0.0.1:{port}"], data_dir=tmp_path / "a", use_outbox=False) as client:
+                await client.login("alice", "long-password")
+                sent = await asyncio.gather(*(client.send("c1", f"m{n}") for n in range(20)))
+                assert all(isinstance(r, api.SendMessageResponse) for r in sent)
+            assert echo.batched_sends == 20
+            unary = [r for r, _, _ in echo.seen if r == rpc.SEND_MESSAGE.route]
+            assert len(unary) == 20  # each recorded once, as the call it stands for
+            echo.unimplemented.add(rpc.SEND_MESSAGE_BATCHES.route)  # an older server
+            async with ChatClient([f"127.0.0.1:{port}"], data_dir=tmp_path / "b", use_outbox=False) as client:
+                await client.login("alice", "long-password")
+                await asyncio.gather(*(client.send("c1", f"n{n}") for n in range(5)))
+                assert not client.connection.batch_sends
+            assert echo.batched_sends == 20
+            assert len([r for r, _, _ in echo.seen if r == rpc.SEND_MESSAGE.route]) == 25
+        finally:
+            await server.stop(0)
 
     run(main())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 from typing import Any
@@ -17,17 +18,24 @@ _SERVICE = re.compile(r"service\s+(\w+)\s*\{(.*?)\n\}", re.DOTALL)
 _RPC = re.compile(r"rpc\s+(\w+)\s*\(\s*(stream\s+)?([\w.]+)\s*\)\s*returns\s*\(\s*(stream\s+)?([\w.]+)\s*\)")
 
 
-def proto_rpcs() -> dict[str, tuple[str, str, bool]]:
-    """route -> (request message, response message, server-streaming), parsed from the .proto files."""
-    found: dict[str, tuple[str, str, bool]] = {}
+def proto_rpcs() -> dict[str, tuple[str, str, Any]]:
+    """route -> (request message, response message, its ``rpc.Kind``), parsed from the .proto files."""
+    found: dict[str, tuple[str, str, Any]] = {}
     for path in sorted(PROTO_DIR.glob("*.proto")):
         text = re.sub(r"//[^\n]*", "", path.read_text())
         package = re.search(r"package\s+([\w.]+)\s*;", text)
         assert package is not None, path
         for service, body in _SERVICE.findall(text):
             for name, client_stream, request, server_stream, response in _RPC.findall(body):
-                assert not client_stream, f"{name}: client streaming is not supported by the client"
-                found[f"/{package.group(1)}.{service}/{name}"] = (request, response, bool(server_stream))
+                assert not client_stream or server_stream, f"{name}: client streaming alone is not supported"
+                kind = (
+                    rpc.Kind.BIDI_STREAM
+                    if client_stream
+                    else rpc.Kind.SERVER_STREAM
+                    if server_stream
+                    else rpc.Kind.UNARY
+                )
+                found[f"/{package.group(1)}.{service}/{name}"] = (request, response, kind)
     return found
 
 
@@ -45,6 +53,10 @@ class RecordingChannel:
         self.seen[route] = ("stream", serializer, deserializer)
         return lambda message: iter(())
 
+    def stream_stream(self, route: str, serializer: Any, deserializer: Any) -> Any:
+        self.seen[route] = ("bidi", serializer, deserializer)
+        return lambda messages: iter(())
+
 
 def stub_rpcs() -> dict[str, tuple[str, Any, Any]]:
     channel = RecordingChannel()
@@ -53,7 +65,9 @@ def stub_rpcs() -> dict[str, tuple[str, Any, Any]]:
         for name in dir(stub):
             if name.startswith("_"):
                 continue
-            result = getattr(stub, name)(None)
+            fn = getattr(stub, name)
+            streams_requests = "messages" in inspect.signature(fn).parameters  # a client-streaming method
+            result = fn([] if streams_requests else None)
             if result is not None and hasattr(result, "__next__"):
                 list(result)
     return channel.seen
@@ -62,18 +76,20 @@ def stub_rpcs() -> dict[str, tuple[str, Any, Any]]:
 def test_proto_files_are_found_and_parsed():
     rpcs = proto_rpcs()
     assert len(rpcs) >= 28
-    assert rpcs["/chat.v1.MessageService/Subscribe"] == ("SubscribeRequest", "ServerEvent", True)
+    assert rpcs["/chat.v1.MessageService/Subscribe"] == ("SubscribeRequest", "ServerEvent", rpc.Kind.SERVER_STREAM)
+    batches = rpcs["/chat.v1.MessageService/SendMessageBatches"]
+    assert batches == ("SendMessageBatch", "SendMessageResultBatch", rpc.Kind.BIDI_STREAM)
 
 
 def test_table_covers_every_rpc_of_the_proto_files():
     rpcs = proto_rpcs()
     assert set(rpc.BY_ROUTE) == set(rpcs)
     assert len(rpc.METHODS) == len(rpc.BY_ROUTE), "duplicate routes in METHODS"
-    for route, (request, response, streaming) in rpcs.items():
+    for route, (request, response, kind) in rpcs.items():
         method = rpc.BY_ROUTE[route]
         assert method.request.__name__ == request, route
         assert method.response.__name__ == response, route
-        assert (method.kind is rpc.Kind.SERVER_STREAM) == streaming, route
+        assert method.kind is kind, route
 
 
 def test_table_agrees_with_the_generated_stubs():
@@ -81,7 +97,8 @@ def test_table_agrees_with_the_generated_stubs():
     assert set(seen) == set(rpc.BY_ROUTE)
     for route, (kind, _serializer, deserializer) in seen.items():
         method = rpc.BY_ROUTE[route]
-        assert (kind == "stream") == (method.kind is rpc.Kind.SERVER_STREAM), route
+        expected = {"unary": rpc.Kind.UNARY, "stream": rpc.Kind.SERVER_STREAM, "bidi": rpc.Kind.BIDI_STREAM}[kind]
+        assert method.kind is expected, route
         assert deserializer.__self__ is method.response, route
 
 

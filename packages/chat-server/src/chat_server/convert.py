@@ -73,6 +73,28 @@ def send_response_bytes(row: EventRow, duplicate: bool) -> bytes:
     return pb.SendMessageResponse(message=_event_pb(row), duplicate=duplicate).SerializeToString()
 
 
+def send_result(item_id: int, row: EventRow, duplicate: bool) -> pb.SendMessageResult:
+    """The result of batched send ``item_id`` that succeeded: its ``SendMessageResponse``."""
+    response = pb.SendMessageResponse(message=_event_pb(row), duplicate=duplicate)
+    return pb.SendMessageResult(id=item_id, response=response)
+
+
+def send_result_error(item_id: int, error: ChatError) -> pb.SendMessageResult:
+    """The result of batched send ``item_id`` that failed: the status its SendMessage call would have had."""
+    detail = error.rich_status()
+    failure = pb.CallError(
+        code=error.code.value[0],
+        message=error.message,
+        status_details=detail.SerializeToString() if detail is not None else b"",
+    )
+    return pb.SendMessageResult(id=item_id, error=failure)
+
+
+def send_result_batch_bytes(results: list[pb.SendMessageResult]) -> bytes:
+    """``SendMessageResultBatch(results=results)``, encoded."""
+    return pb.SendMessageResultBatch(results=results).SerializeToString()
+
+
 def conversation(row: ConversationRow) -> api.Conversation:
     """A conversation as seen by the user it was read for."""
     return api.Conversation(

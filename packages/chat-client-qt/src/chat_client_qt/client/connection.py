@@ -8,6 +8,11 @@ Retries: a call that fails with UNAVAILABLE (including connection failures), DEA
 deadline) or CANCELLED (by the server or the transport) is sent again, with the very same request message
 (hence the same request_id), to the leader named in the error at once, or else to the next node after a
 jittered exponential backoff, until the call's overall deadline. Other errors surface at once as ``ChatError``.
+
+Sends (``SendMessage``) go over one ``SendMessageBatches`` stream per node (``send_stream``): many senders
+sharing a connection share its messages, which costs the nodes and the client a fraction of a unary call per
+send. Each attempt is still one send with the same retry rules; a server without that method answers
+UNIMPLEMENTED and the connection uses unary ``SendMessage`` calls from then on (``batch_sends=False``: always).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from chat_client_qt.client.errors import (
     Unavailable,
     from_rpc_error,
 )
+from chat_client_qt.client.send_stream import SendStream
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +71,7 @@ class Connection:
         backoff_max: float = 2.0,
         channel_options: Sequence[tuple[str, Any]] = (),
         rng: random.Random | None = None,
+        batch_sends: bool = True,
     ) -> None:
         """Connect (lazily) to ``endpoints``.
 
@@ -79,6 +86,7 @@ class Connection:
             backoff_max: the largest retry delay.
             channel_options: extra grpc channel options.
             rng: the random source of the jitter (tests pass a seeded one).
+            batch_sends: send messages over ``SendMessageBatches`` streams (see the module); False: unary calls.
         """
         if isinstance(endpoints, str):
             endpoints = [e for e in (part.strip() for part in endpoints.split(",")) if e]
@@ -96,6 +104,8 @@ class Connection:
         if tls_server_name:
             self._options.append(("grpc.ssl_target_name_override", tls_server_name))
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self.batch_sends = batch_sends
+        self._send_streams: dict[str, SendStream] = {}
         self._current = 0
         self._leader: str | None = None
         self._rng = rng or random.Random()
@@ -222,13 +232,7 @@ class Connection:
             target = endpoint or redirect or self.pick(write=method.write)
             redirect = None
             try:
-                return await rpc.unary(
-                    self.channel(target),
-                    method,
-                    request,
-                    timeout=min(remaining, self.attempt_timeout),
-                    metadata=metadata,
-                )
+                return await self._attempt(target, method, request, min(remaining, self.attempt_timeout), metadata)
             except grpc.aio.AioRpcError as exc:
                 error = from_rpc_error(exc, endpoint=target, request_id=request_id)
             if self._closed:
@@ -259,6 +263,34 @@ class Connection:
             details=last.details if last is not None else None,
             request_id=request_id,
         )
+
+    async def _attempt(
+        self,
+        target: str,
+        method: rpc.Method[rpc.ReqT, rpc.RespT],
+        request: rpc.ReqT,
+        timeout: float,
+        metadata: rpc.Metadata | None,
+    ) -> rpc.RespT:
+        """One attempt of ``method`` on ``target``: a unary call, or a send over the node's batched stream."""
+        if method is not rpc.SEND_MESSAGE or not self.batch_sends:
+            return await rpc.unary(self.channel(target), method, request, timeout=timeout, metadata=metadata)
+        stream = self._send_streams.get(target)
+        if stream is None or stream.broken:
+            stream = self._send_streams[target] = SendStream(self.channel(target))
+        assert isinstance(request, api.SendMessageRequest)
+        try:
+            response = await stream.send(request, _bearer(metadata), timeout)
+        except grpc.aio.AioRpcError:
+            if await stream.refused():
+                if self.batch_sends:
+                    log.info("%s has no SendMessageBatches: sending with unary calls from now on", target)
+                self.batch_sends = False
+            if self.batch_sends:
+                raise
+            # This server refuses the stream (nothing was sent on it): this attempt goes as a unary call.
+            return await rpc.unary(self.channel(target), method, request, timeout=timeout, metadata=metadata)
+        return response  # type: ignore[return-value]  # SEND_MESSAGE's response type
 
     def open_stream(
         self,
@@ -296,6 +328,17 @@ class Connection:
     async def close(self) -> None:
         """Close every channel (open calls fail with CANCELLED); the connection cannot be used afterwards."""
         self._closed = True
+        streams, self._send_streams = self._send_streams, {}
+        for stream in streams.values():
+            await stream.close()
         channels, self._channels = self._channels, {}
         for channel in channels.values():
             await channel.close(None)
+
+
+def _bearer(metadata: rpc.Metadata | None) -> str:
+    """The token of the ``authorization: Bearer <token>`` entry of ``metadata`` ("" if there is none)."""
+    for key, value in metadata or ():
+        if key.lower() == "authorization" and value.lower().startswith("bearer "):
+            return value[7:].strip()
+    return ""

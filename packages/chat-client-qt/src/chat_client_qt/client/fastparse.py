@@ -39,6 +39,12 @@ def parser(api_class: type[M], pb_module: ModuleType = chat_pb2) -> Callable[[by
     return parse
 
 
+def builder(api_class: type[M], pb_module: ModuleType = chat_pb2) -> Callable[[Any], M]:
+    """A function from a parsed ``_gen/pb`` message to the equal ``api_class`` message (``parser`` minus parsing)."""
+    pb_class: type[PbMessage] = getattr(pb_module, api_class.__name__)
+    return _builder(pb_class.DESCRIPTOR, {})  # type: ignore[return-value]
+
+
 def _builder(descriptor: Any, cache: dict[str, Builder]) -> Builder:
     """The function building the betterproto2 message of ``descriptor`` (a message Descriptor) from its upb message."""
     known = cache.get(descriptor.full_name)

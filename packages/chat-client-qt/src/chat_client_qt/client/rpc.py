@@ -38,6 +38,7 @@ class Kind(enum.Enum):
 
     UNARY = "unary"
     SERVER_STREAM = "server_stream"
+    BIDI_STREAM = "bidi_stream"  # served by a dedicated helper (``send_stream``), not by ``unary``/``stream``
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -101,6 +102,9 @@ LIST_PUBLIC_ROOMS = Method(_MS, "ListPublicRooms", api.ListPublicRoomsRequest, a
 LIST_MEMBERS = Method(_MS, "ListMembers", api.ListMembersRequest, api.ListMembersResponse)
 # MessageService: messages.
 SEND_MESSAGE = Method(_MS, "SendMessage", api.SendMessageRequest, api.SendMessageResponse, write=True)
+SEND_MESSAGE_BATCHES = Method(
+    _MS, "SendMessageBatches", api.SendMessageBatch, api.SendMessageResultBatch, kind=Kind.BIDI_STREAM, write=True
+)
 EDIT_MESSAGE = Method(_MS, "EditMessage", api.EditMessageRequest, api.Event, write=True)
 DELETE_MESSAGE = Method(_MS, "DeleteMessage", api.DeleteMessageRequest, api.Event, write=True)
 GET_HISTORY = Method(_MS, "GetHistory", api.GetHistoryRequest, api.GetHistoryResponse)
@@ -149,6 +153,7 @@ METHODS: tuple[Method[Any, Any], ...] = (
     LIST_PUBLIC_ROOMS,
     LIST_MEMBERS,
     SEND_MESSAGE,
+    SEND_MESSAGE_BATCHES,
     EDIT_MESSAGE,
     DELETE_MESSAGE,
     GET_HISTORY,

@@ -1,13 +1,14 @@
 """``ServiceContext``: what every handler shares — the Raft node, the read side, deadlines, authentication.
 
-It also proposes commands, mapping their errors to statuses.
+It also proposes commands, mapping their errors to statuses. ``CallContext`` is what it reads of a call: a
+``grpc.aio.ServicerContext``, or an ``ItemContext`` for one call carried inside a batched stream.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 import grpc
 
@@ -28,6 +29,37 @@ SESSION_CACHE = 10_000
 """Most sessions ``caller`` remembers (the cache starts over when full)."""
 
 ProposalObserver = Callable[[str, str, float], None]
+
+
+class CallContext(Protocol):
+    """What a handler reads of its call: the metadata (the session token) and the time it may still take."""
+
+    def invocation_metadata(self) -> Iterable[Any] | None:
+        """The call's metadata: ``(key, value)`` pairs."""
+        ...
+
+    def time_remaining(self) -> float | None:
+        """Seconds until the call's deadline (None: no deadline)."""
+        ...
+
+
+class ItemContext:
+    """The ``CallContext`` of one call inside a batched stream: its own token and deadline."""
+
+    __slots__ = ("_deadline", "_metadata")
+
+    def __init__(self, token: str, timeout: float | None) -> None:
+        """``token``: the caller's session token ("" for none); ``timeout``: seconds it may take (None: default)."""
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+
+    def invocation_metadata(self) -> Iterable[Any] | None:
+        """The item's token as ``authorization`` metadata (empty without a token)."""
+        return self._metadata
+
+    def time_remaining(self) -> float | None:
+        """Seconds left of the item's timeout (None: the server's default applies)."""
+        return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
 
 
 class ServiceContext:
@@ -59,7 +91,7 @@ class ServiceContext:
         return int(self.clock() * 1000)
 
     @staticmethod
-    def timeout(context: grpc.aio.ServicerContext) -> float:
+    def timeout(context: CallContext) -> float:
         """The time this call may still take."""
         remaining = context.time_remaining()
         if remaining is None:
@@ -75,7 +107,7 @@ class ServiceContext:
         """The status a client gets for ``exc``."""
         return chat_error_for(exc, self.leader_address())
 
-    async def propose(self, command: commands.ChatCommand, context: grpc.aio.ServicerContext) -> Any:
+    async def propose(self, command: commands.ChatCommand, context: CallContext) -> Any:
         """Replicate ``command`` and return the state machine's result (errors mapped to ``ChatError``)."""
         start = time.monotonic()
         outcome = "ok"
@@ -96,14 +128,14 @@ class ServiceContext:
             if self.observe_proposal is not None:
                 self.observe_proposal(command.op, outcome, time.monotonic() - start)
 
-    async def linearizable(self, context: grpc.aio.ServicerContext) -> None:
+    async def linearizable(self, context: CallContext) -> None:
         """Wait until this node has applied everything committed before now (ReadIndex)."""
         try:
             await self.node.read(timeout=self.timeout(context))
         except Exception as exc:
             raise self.error(exc) from None
 
-    async def at_least(self, applied: int, context: grpc.aio.ServicerContext) -> None:
+    async def at_least(self, applied: int, context: CallContext) -> None:
         """Wait until this node has applied ``applied`` (a client's "never older than what I saw")."""
         try:
             await self.node.wait_applied(applied, timeout=self.timeout(context))
@@ -114,7 +146,7 @@ class ServiceContext:
         except Exception as exc:
             raise self.error(exc) from None
 
-    async def caller(self, context: grpc.aio.ServicerContext) -> str:
+    async def caller(self, context: CallContext) -> str:
         """The username the call's bearer token belongs to, or UNAUTHENTICATED.
 
         A token this node does not know yet (a login just committed elsewhere) is looked up again after a

@@ -26,11 +26,13 @@ import grpc
 import pydantic
 
 from chat_server import api, commands, convert
+from chat_server._gen.pb.chat.v1 import chat_pb2 as pb
 from chat_server.auth import Passwords, bearer_token, new_token, token_hash
 from chat_server.errors import ChatError
 from chat_server.fanout import BATCH_LIMIT, Fanout, Item
-from chat_server.services.context import ServiceContext
+from chat_server.services.context import CallContext, ItemContext, ServiceContext
 from chat_server.store import EventRow, PresenceNotice, TypingNotice
+from raft_grpc.streams import answers_in_completion_order
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,10 @@ TYPING_THROTTLE_S = 3.0
 TYPING_TTL_S = 6.0
 HEARTBEAT_S = 10.0
 ENCODED_CACHE = 4096
+MAX_SEND_BATCH = 256
+SEND_BATCHES_HEADER = "chat-send-batches"
+"""Initial metadata of a ``SendMessageBatches`` call: proof for the client that this server serves it."""
+"""Most items one ``SendMessageBatch`` may carry, and most results one ``SendMessageResultBatch`` carries."""
 
 
 def build(model: type[M], **fields: Any) -> M:
@@ -175,7 +181,7 @@ class MessageHandlers:
             raise ChatError(grpc.StatusCode.NOT_FOUND, f"no user {username!r}")
         return convert.user(row, self.ctx.now_ms())
 
-    async def _writer(self, context: grpc.aio.ServicerContext) -> str:
+    async def _writer(self, context: CallContext) -> str:
         me = await self.ctx.caller(context)
         self.ctx.check_rate(me)
         return me
@@ -303,17 +309,64 @@ class MessageHandlers:
         self, request: api.SendMessageRequest, context: grpc.aio.ServicerContext
     ) -> api.SendMessageResponse | bytes:
         """Post a message (exactly once per request_id); the answer comes encoded (see ``convert``)."""
+        event, duplicate = await self._post(request.conversation_id, request.body, request.request_id, context)
+        return convert.send_response_bytes(event, duplicate)
+
+    async def send_message_batches(
+        self, batches: AsyncIterator[pb.SendMessageBatch], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        """Serve many SendMessage calls over one stream: each item as its own call, answers batched when ready.
+
+        Each item is authenticated, rate-limited, validated and proposed exactly as a ``SendMessage`` call with
+        its token and timeout; its result is the response or the error (with NOT_LEADER's leader) that call
+        would have had. A malformed or oversized stream message ends the stream with INVALID_ARGUMENT once the
+        items before it are answered.
+        """
+        await context.send_initial_metadata(((SEND_BATCHES_HEADER, "1"),))  # the client waits for it before it sends
+        refusal: list[ChatError] = []
+
+        async def items() -> AsyncIterator[list[pb.SendMessageItem]]:
+            try:
+                async for batch in batches:
+                    if len(batch.items) > MAX_SEND_BATCH:
+                        raise ChatError.invalid("items", f"at most {MAX_SEND_BATCH} per SendMessageBatch")
+                    yield list(batch.items)
+            except ChatError as exc:
+                refusal.append(exc)
+
+        answers = answers_in_completion_order(items(), self._send_item, max_batch=MAX_SEND_BATCH)
+        async with contextlib.aclosing(answers) as ready:
+            async for results in ready:
+                yield convert.send_result_batch_bytes(results)
+        if refusal:
+            raise refusal[0]
+
+    async def _send_item(self, item: pb.SendMessageItem) -> pb.SendMessageResult:
+        """The result of one batched send: its response, or the error its SendMessage call would have had."""
+        context = ItemContext(item.token, item.timeout_ms / 1000 if item.timeout_ms else None)
+        request = item.request
+        try:
+            event, duplicate = await self._post(request.conversation_id, request.body, request.request_id, context)
+        except Exception as exc:
+            error = self.ctx.error(exc)
+            if error.code is grpc.StatusCode.INTERNAL:
+                log.exception("a batched SendMessage failed")
+            return convert.send_result_error(item.id, error)
+        return convert.send_result(item.id, event, duplicate)
+
+    async def _post(
+        self, conversation_id: str, body: str, request_id: str, context: CallContext
+    ) -> tuple[EventRow, bool]:
+        """Propose the caller's message; the event and whether the request_id had been applied before."""
         me = await self._writer(context)
         command = build(
             commands.Send,
-            request_id=self.ctx.request_id(request.request_id),
+            request_id=self.ctx.request_id(request_id),
             actor=me,
-            conversation_id=request.conversation_id,
-            body=request.body,
+            conversation_id=conversation_id,
+            body=body,
         )
-        result = await self.ctx.propose(command, context)
-        event, duplicate = convert.event_result(result)
-        return convert.send_response_bytes(event, duplicate)
+        return convert.event_result(await self.ctx.propose(command, context))
 
     async def edit_message(self, request: api.EditMessageRequest, context: grpc.aio.ServicerContext) -> api.Event:
         """Replace one of the caller's messages."""

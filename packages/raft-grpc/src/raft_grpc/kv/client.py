@@ -33,7 +33,7 @@ import grpc
 from raft_grpc.kv._gen.kv.v1 import kv_pb2 as pb
 from raft_grpc.kv._gen.kv.v1 import kv_pb2_grpc as pb_grpc
 from raft_grpc.kv.errors import KvError, KvInvalidArgument, KvSessionExpired, KvUnavailable
-from raft_grpc.kv.service import LEADER_KEY
+from raft_grpc.kv.service import LEADER_KEY, WRITE_BATCHES_HEADER
 
 _RETRY = {
     grpc.StatusCode.UNAVAILABLE,
@@ -376,11 +376,13 @@ class _WriteStream:
         outbox = self._outbox
         try:
             if self._batched:
-                # Nothing is sent before the server has accepted the call (it sends its headers at once): a server
-                # without WriteBatches then answers a clean UNIMPLEMENTED (a trailers-only response).
-                await self._call.initial_metadata()
-                if self._call.done():
-                    return  # refused (e.g. UNIMPLEMENTED): write nothing more; the receive loop fails the writes
+                # Nothing is sent before the server has accepted the call (it sends WRITE_BATCHES_HEADER at once):
+                # a server without WriteBatches answers a clean UNIMPLEMENTED (a trailers-only response, without
+                # the header). Writing into that call would race with its end, and a lost race turns its status
+                # into INTERNAL, hiding the refusal.
+                headers = await self._call.initial_metadata()
+                if not any(key == WRITE_BATCHES_HEADER for key, _ in headers or ()):
+                    return  # refused: write nothing; the receive loop fails the writes with the call's status
             while True:
                 request = await outbox.get()
                 if not self._batched:

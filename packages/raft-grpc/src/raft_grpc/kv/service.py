@@ -8,10 +8,9 @@ unexpected to INTERNAL with a generic message (the details go to the server log)
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -31,6 +30,7 @@ from raft_core.types import NONE
 from raft_grpc.kv._gen.kv.v1 import kv_pb2 as pb
 from raft_grpc.kv._gen.kv.v1 import kv_pb2_grpc as pb_grpc
 from raft_grpc.kv.state_machine import KvCommandError, KvStateMachine, check_key, encode_cas, encode_delete, encode_put
+from raft_grpc.streams import answers_in_completion_order
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ T = TypeVar("T")
 
 MAX_REPLY_BATCH = 256
 """Most replies ``WriteBatches`` puts in one stream message."""
+WRITE_BATCHES_HEADER = "kv-write-batches"
+"""Initial metadata of a ``WriteBatches`` call, sent at once: proof for the client that this server serves it."""
 LEADER_KEY = "kv-leader"
 """Trailing metadata: the leader's client address (``host:port``), when this node knows it."""
 LEADER_ID_KEY = "kv-leader-id"
@@ -165,7 +167,8 @@ class KvService(pb_grpc.DataServiceServicer):
             async for request in request_iterator:
                 yield [request]
 
-        async with contextlib.aclosing(self._write_stream(requests(), max_replies=1)) as replies:
+        answers = answers_in_completion_order(requests(), self._write_one, max_batch=1)
+        async with contextlib.aclosing(answers) as replies:
             async for batch in replies:
                 yield batch[0]
 
@@ -174,65 +177,19 @@ class KvService(pb_grpc.DataServiceServicer):
     ) -> AsyncIterator[pb.WriteReplyBatch]:
         """``Write`` with many requests per stream message, and the replies ready together in one message.
 
-        The headers go out at once: the client waits for them before it sends (see ``KvClient``).
+        The headers go out at once, with ``WRITE_BATCHES_HEADER``: the client waits for it before it sends (see
+        ``KvClient``).
         """
-        await context.send_initial_metadata(())
+        await context.send_initial_metadata(((WRITE_BATCHES_HEADER, "1"),))
 
         async def requests() -> AsyncIterator[list[pb.WriteRequest]]:
             async for batch in request_iterator:
                 yield list(batch.requests)
 
-        async with contextlib.aclosing(self._write_stream(requests(), max_replies=MAX_REPLY_BATCH)) as replies:
+        answers = answers_in_completion_order(requests(), self._write_one, max_batch=MAX_REPLY_BATCH)
+        async with contextlib.aclosing(answers) as replies:
             async for batch in replies:
                 yield pb.WriteReplyBatch(replies=batch)
-
-    async def _write_stream(
-        self, batches: AsyncIterator[list[pb.WriteRequest]], *, max_replies: int
-    ) -> AsyncGenerator[list[pb.WriteReply], None]:
-        """The replies to a stream's requests, each request in a task of its own, in completion order.
-
-        Each yielded list holds the replies ready at that moment (at most ``max_replies``).
-        """
-        replies: asyncio.Queue[pb.WriteReply | None] = asyncio.Queue()
-        running: set[asyncio.Task[None]] = set()
-        loop = asyncio.get_running_loop()
-
-        async def one(request: pb.WriteRequest) -> None:
-            replies.put_nowait(await self._write_one(request))
-
-        async def read() -> None:
-            try:
-                async for batch in batches:
-                    for request in batch:
-                        task = loop.create_task(one(request))
-                        running.add(task)
-                        task.add_done_callback(running.discard)
-                while running:
-                    await asyncio.wait(list(running))
-            except Exception as exc:  # the stream broke: no reply can be sent any more
-                log.debug("Write stream ended: %r", exc)
-            finally:
-                replies.put_nowait(None)
-
-        reader = loop.create_task(read())
-        try:
-            ended = False
-            while not ended:
-                reply = await replies.get()
-                if reply is None:
-                    break
-                ready = [reply]
-                while len(ready) < max_replies and not replies.empty():
-                    more = replies.get_nowait()
-                    if more is None:
-                        ended = True
-                        break
-                    ready.append(more)
-                yield ready
-        finally:
-            reader.cancel()
-            for task in list(running):
-                task.cancel()
 
     async def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusResponse:  # noqa: N802
         """This node's role, term, leader (and its client address), log positions, and peers on a leader."""

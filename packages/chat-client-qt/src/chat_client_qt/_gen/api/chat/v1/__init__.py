@@ -4,6 +4,7 @@
 # This file has been @generated
 
 __all__ = (
+    "CallError",
     "ClusterStatus",
     "Conversation",
     "ConversationKind",
@@ -56,8 +57,12 @@ __all__ = (
     "SearchMessagesResponse",
     "SearchUsersRequest",
     "SearchUsersResponse",
+    "SendMessageBatch",
+    "SendMessageItem",
     "SendMessageRequest",
     "SendMessageResponse",
+    "SendMessageResult",
+    "SendMessageResultBatch",
     "ServerEvent",
     "ServerEventBatch",
     "SetDisplayNameRequest",
@@ -69,7 +74,7 @@ __all__ = (
 )
 
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import betterproto2
 import grpc
@@ -201,6 +206,30 @@ class ReadConsistency(betterproto2.Enum):
             "READ_CONSISTENCY_LINEARIZABLE": 0,
             "READ_CONSISTENCY_FOLLOWER": 1,
         }
+
+
+@dataclass(eq=False, repr=False, config={"extra": "forbid"})
+class CallError(betterproto2.Message):
+    """
+    How a call failed: the status SendMessage would have ended with.
+    """
+
+    code: "typing.Annotated[int, pydantic.Field(ge=0, le=2**32 - 1)]" = betterproto2.field(1, betterproto2.TYPE_UINT32)
+    """
+    a grpc.StatusCode value (e.g. 16 UNAUTHENTICATED)
+    """
+
+    message: "typing.Annotated[str, pydantic.AfterValidator(betterproto2.validators.validate_string)]" = (
+        betterproto2.field(2, betterproto2.TYPE_STRING)
+    )
+
+    status_details: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
+    """
+    a serialized google.rpc.Status with the rich details (e.g. NOT_LEADER's
+    """
+
+
+default_message_pool.register_message("chat.v1", "CallError", CallError)
 
 
 @dataclass(eq=False, repr=False, config={"extra": "forbid"})
@@ -1080,6 +1109,48 @@ default_message_pool.register_message("chat.v1", "SearchUsersResponse", SearchUs
 
 
 @dataclass(eq=False, repr=False, config={"extra": "forbid"})
+class SendMessageBatch(betterproto2.Message):
+    items: "list[SendMessageItem]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    1 to 256 items
+    """
+
+
+default_message_pool.register_message("chat.v1", "SendMessageBatch", SendMessageBatch)
+
+
+@dataclass(eq=False, repr=False, config={"extra": "forbid"})
+class SendMessageItem(betterproto2.Message):
+    """
+    One SendMessage call inside a SendMessageBatches stream.
+    """
+
+    id: "typing.Annotated[int, pydantic.Field(ge=0, le=2**64 - 1)]" = betterproto2.field(1, betterproto2.TYPE_UINT64)
+    """
+    the client's id for this item, unique on its stream; echoed in its result
+    """
+
+    token: "typing.Annotated[str, pydantic.AfterValidator(betterproto2.validators.validate_string)]" = (
+        betterproto2.field(2, betterproto2.TYPE_STRING)
+    )
+    """
+    the sender's session token (what SendMessage reads from `authorization`)
+    """
+
+    request: "SendMessageRequest | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
+
+    timeout_ms: "typing.Annotated[int, pydantic.Field(ge=0, le=2**32 - 1)]" = betterproto2.field(
+        4, betterproto2.TYPE_UINT32
+    )
+    """
+    how long the server may work on it (0: the server's default)
+    """
+
+
+default_message_pool.register_message("chat.v1", "SendMessageItem", SendMessageItem)
+
+
+@dataclass(eq=False, repr=False, config={"extra": "forbid"})
 class SendMessageRequest(betterproto2.Message):
     conversation_id: "typing.Annotated[str, pydantic.AfterValidator(betterproto2.validators.validate_string)]" = (
         betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -1111,6 +1182,46 @@ class SendMessageResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("chat.v1", "SendMessageResponse", SendMessageResponse)
+
+
+@dataclass(eq=False, repr=False, config={"extra": "forbid"})
+class SendMessageResult(betterproto2.Message):
+    """
+
+
+    Oneofs:
+        - outcome:
+    """
+
+    id: "typing.Annotated[int, pydantic.Field(ge=0, le=2**64 - 1)]" = betterproto2.field(1, betterproto2.TYPE_UINT64)
+    """
+    the item's id
+    """
+
+    response: "SendMessageResponse | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, optional=True, group="outcome"
+    )
+
+    error: "CallError | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True, group="outcome")
+
+    @model_validator(mode="after")
+    def check_oneof(cls, values):
+        return cls._validate_field_groups(values)
+
+
+default_message_pool.register_message("chat.v1", "SendMessageResult", SendMessageResult)
+
+
+@dataclass(eq=False, repr=False, config={"extra": "forbid"})
+class SendMessageResultBatch(betterproto2.Message):
+    """
+    The results that were ready together, in completion order (never empty).
+    """
+
+    results: "list[SendMessageResult]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("chat.v1", "SendMessageResultBatch", SendMessageResultBatch)
 
 
 @dataclass(eq=False, repr=False, config={"extra": "forbid"})
@@ -1464,6 +1575,22 @@ class MessageServiceStub:
             SendMessageRequest.SerializeToString,
             SendMessageResponse.FromString,
         )(message)
+
+    def send_message_batches(self, messages: "Iterable[SendMessageBatch]") -> "Iterator[SendMessageResultBatch]":
+        """
+        Many SendMessage calls over one long-lived stream, for a client that sends for many users or many
+        messages at once: each item carries its sender's session token and gets exactly the answer (or the
+        error) its SendMessage call would have had, under the item's id; the items ready together travel in
+        one message each way. The server sends its headers at once, with `chat-send-batches: 1`, so a client
+        can wait for that before it sends anything (a server without this method answers UNIMPLEMENTED, with
+        no such header, and nothing was sent).
+        """
+
+        yield from self._channel.stream_stream(
+            "/chat.v1.MessageService/SendMessageBatches",
+            SendMessageBatch.SerializeToString,
+            SendMessageResultBatch.FromString,
+        )(iter(messages))
 
     def edit_message(self, message: "EditMessageRequest") -> "Event":
         """

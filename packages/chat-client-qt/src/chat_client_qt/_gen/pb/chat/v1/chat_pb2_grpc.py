@@ -109,6 +109,11 @@ class MessageServiceStub:
                 request_serializer=chat_dot_v1_dot_chat__pb2.SendMessageRequest.SerializeToString,
                 response_deserializer=chat_dot_v1_dot_chat__pb2.SendMessageResponse.FromString,
                 _registered_method=True)
+        self.SendMessageBatches = channel.stream_stream(
+                '/chat.v1.MessageService/SendMessageBatches',
+                request_serializer=chat_dot_v1_dot_chat__pb2.SendMessageBatch.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_chat__pb2.SendMessageResultBatch.FromString,
+                _registered_method=True)
         self.EditMessage = channel.unary_unary(
                 '/chat.v1.MessageService/EditMessage',
                 request_serializer=chat_dot_v1_dot_chat__pb2.EditMessageRequest.SerializeToString,
@@ -260,6 +265,18 @@ class MessageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendMessageBatches(self, request_iterator, context):
+        """Many SendMessage calls over one long-lived stream, for a client that sends for many users or many
+        messages at once: each item carries its sender's session token and gets exactly the answer (or the
+        error) its SendMessage call would have had, under the item's id; the items ready together travel in
+        one message each way. The server sends its headers at once, with `chat-send-batches: 1`, so a client
+        can wait for that before it sends anything (a server without this method answers UNIMPLEMENTED, with
+        no such header, and nothing was sent).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def EditMessage(self, request, context):
         """Replaces the body of one of the caller's own messages (an EDITED event joins the sequence).
         """
@@ -400,6 +417,11 @@ def add_MessageServiceServicer_to_server(servicer, server):
                     servicer.SendMessage,
                     request_deserializer=chat_dot_v1_dot_chat__pb2.SendMessageRequest.FromString,
                     response_serializer=chat_dot_v1_dot_chat__pb2.SendMessageResponse.SerializeToString,
+            ),
+            'SendMessageBatches': grpc.stream_stream_rpc_method_handler(
+                    servicer.SendMessageBatches,
+                    request_deserializer=chat_dot_v1_dot_chat__pb2.SendMessageBatch.FromString,
+                    response_serializer=chat_dot_v1_dot_chat__pb2.SendMessageResultBatch.SerializeToString,
             ),
             'EditMessage': grpc.unary_unary_rpc_method_handler(
                     servicer.EditMessage,
@@ -847,6 +869,33 @@ class MessageService:
             '/chat.v1.MessageService/SendMessage',
             chat_dot_v1_dot_chat__pb2.SendMessageRequest.SerializeToString,
             chat_dot_v1_dot_chat__pb2.SendMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendMessageBatches(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/chat.v1.MessageService/SendMessageBatches',
+            chat_dot_v1_dot_chat__pb2.SendMessageBatch.SerializeToString,
+            chat_dot_v1_dot_chat__pb2.SendMessageResultBatch.FromString,
             options,
             channel_credentials,
             insecure,

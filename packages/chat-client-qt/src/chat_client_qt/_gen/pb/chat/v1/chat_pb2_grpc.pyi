@@ -86,6 +86,14 @@ class MessageServiceStub:
     """The members of a conversation the caller belongs to, with presence."""
     SendMessage: _grpc.UnaryUnaryMultiCallable[_chat_pb2.SendMessageRequest, _chat_pb2.SendMessageResponse]
     """Sends a message. A retry with the same request_id returns the original message (duplicate=true)."""
+    SendMessageBatches: _grpc.StreamStreamMultiCallable[_chat_pb2.SendMessageBatch, _chat_pb2.SendMessageResultBatch]
+    """Many SendMessage calls over one long-lived stream, for a client that sends for many users or many
+    messages at once: each item carries its sender's session token and gets exactly the answer (or the
+    error) its SendMessage call would have had, under the item's id; the items ready together travel in
+    one message each way. The server sends its headers at once, with `chat-send-batches: 1`, so a client
+    can wait for that before it sends anything (a server without this method answers UNIMPLEMENTED, with
+    no such header, and nothing was sent).
+    """
     EditMessage: _grpc.UnaryUnaryMultiCallable[_chat_pb2.EditMessageRequest, _chat_pb2.Event]
     """Replaces the body of one of the caller's own messages (an EDITED event joins the sequence)."""
     DeleteMessage: _grpc.UnaryUnaryMultiCallable[_chat_pb2.DeleteMessageRequest, _chat_pb2.Event]
@@ -149,6 +157,14 @@ class MessageServiceAsyncStub(MessageServiceStub):
     """The members of a conversation the caller belongs to, with presence."""
     SendMessage: _aio.UnaryUnaryMultiCallable[_chat_pb2.SendMessageRequest, _chat_pb2.SendMessageResponse]  # type: ignore[assignment]
     """Sends a message. A retry with the same request_id returns the original message (duplicate=true)."""
+    SendMessageBatches: _aio.StreamStreamMultiCallable[_chat_pb2.SendMessageBatch, _chat_pb2.SendMessageResultBatch]  # type: ignore[assignment]
+    """Many SendMessage calls over one long-lived stream, for a client that sends for many users or many
+    messages at once: each item carries its sender's session token and gets exactly the answer (or the
+    error) its SendMessage call would have had, under the item's id; the items ready together travel in
+    one message each way. The server sends its headers at once, with `chat-send-batches: 1`, so a client
+    can wait for that before it sends anything (a server without this method answers UNIMPLEMENTED, with
+    no such header, and nothing was sent).
+    """
     EditMessage: _aio.UnaryUnaryMultiCallable[_chat_pb2.EditMessageRequest, _chat_pb2.Event]  # type: ignore[assignment]
     """Replaces the body of one of the caller's own messages (an EDITED event joins the sequence)."""
     DeleteMessage: _aio.UnaryUnaryMultiCallable[_chat_pb2.DeleteMessageRequest, _chat_pb2.Event]  # type: ignore[assignment]
@@ -299,6 +315,20 @@ class MessageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_chat_pb2.SendMessageResponse, _abc.Awaitable[_chat_pb2.SendMessageResponse]]:
         """Sends a message. A retry with the same request_id returns the original message (duplicate=true)."""
+
+    @_abc_1.abstractmethod
+    def SendMessageBatches(
+        self,
+        request_iterator: _MaybeAsyncIterator[_chat_pb2.SendMessageBatch],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_chat_pb2.SendMessageResultBatch], _abc.AsyncIterator[_chat_pb2.SendMessageResultBatch]]:
+        """Many SendMessage calls over one long-lived stream, for a client that sends for many users or many
+        messages at once: each item carries its sender's session token and gets exactly the answer (or the
+        error) its SendMessage call would have had, under the item's id; the items ready together travel in
+        one message each way. The server sends its headers at once, with `chat-send-batches: 1`, so a client
+        can wait for that before it sends anything (a server without this method answers UNIMPLEMENTED, with
+        no such header, and nothing was sent).
+        """
 
     @_abc_1.abstractmethod
     def EditMessage(
