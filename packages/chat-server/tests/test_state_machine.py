@@ -363,6 +363,23 @@ def test_send_retry_is_a_duplicate(people: Store) -> None:
     assert isinstance(other, dict) and other["duplicate"] is False and other["event"].seq == 6
 
 
+def test_a_send_retry_after_an_edit_gets_the_message_as_it_is_now_and_keeps_no_second_copy(people: Store) -> None:
+    s = people
+    cid = s.direct("alice", "bob")
+    cmd = c.Send(request_id="m1", actor="alice", conversation_id=cid, body="frist")
+    first = s.apply(cmd)
+    assert isinstance(first, dict)
+    (stored,) = s.sm.connection.execute("SELECT result FROM applied_requests WHERE request_id = 'm1'").fetchone()
+    assert "frist" not in stored  # a reference to the events row, not a copy of the body
+    s.apply(c.Edit(request_id="e1", actor="alice", conversation_id=cid, seq=first["event"].seq, body="first"))
+    again = s.apply(cmd)
+    assert isinstance(again, dict) and again["duplicate"] is True
+    event = again["event"]
+    assert (event.seq, event.time_ms, event.sender, event.request_id) == (4, first["event"].time_ms, "alice", "m1")
+    assert (event.body, event.edited_at_ms > 0) == ("first", True)
+    assert s.q.last_seq(cid) == 5  # the send appended once (seq 4), the edit once (seq 5)
+
+
 def test_request_id_reused_for_another_op(people: Store) -> None:
     s = people
     cid = s.direct("alice", "bob")

@@ -8,7 +8,10 @@ same ones. Refusals are never stored (they change nothing; a retry is refused ag
 has changed since).
 
 Results are stored as JSON: row dataclasses as objects tagged ``"$": <class name>``, bytes as
-``{"$b": <base64>}``, the ``IntEnum`` kinds as their numbers; ``decode_result`` rebuilds the same values.
+``{"$b": <base64>}``, the ``IntEnum`` kinds as their numbers; ``decode_result`` rebuilds the same values. A
+send's result, ``{"event": <the event it appended>, "duplicate": False}``, is stored as a reference to that
+``events`` row instead (``record_event``: no second copy of the body, and no JSON work on the hottest
+command); a retry gets the message as it is now (same seq, id and time; edited or deleted since if it was).
 """
 
 from __future__ import annotations
@@ -21,12 +24,16 @@ import typing
 from enum import IntEnum
 from typing import Final
 
+from chat_server.store.queries import EVENT_COLUMNS, event_row
 from chat_server.store.rows import ConversationRow, EventRow, SessionRow, UserRow
 
 RETENTION_MS: Final = 24 * 3600 * 1000
 """How long (in log time) a request id is remembered."""
 PRUNE_BATCH: Final = 100
 """At most this many expired entries are removed per command."""
+EVENT_REF: Final = "#event:"
+"""Prefix of a result stored as a reference to an ``events`` row (``record_event``); JSON never starts so."""
+_EVENT_BY_ID = f"SELECT {EVENT_COLUMNS} FROM events AS e WHERE e.id = ?"
 
 _ROWS: dict[str, type] = {cls.__name__: cls for cls in (UserRow, SessionRow, EventRow, ConversationRow)}
 _ENUM_FIELDS: dict[type, dict[str, type[IntEnum]]] = {
@@ -114,13 +121,24 @@ class AppliedRequests:
         ).fetchone()
         if row is None:
             return None
-        return row[0], decode_result(row[1])
+        op, text = row
+        if text.startswith(EVENT_REF):
+            event = self._conn.execute(_EVENT_BY_ID, (int(text[len(EVENT_REF) :]),)).fetchone()
+            return op, {"event": event_row(event), "duplicate": False}
+        return op, decode_result(text)
 
     def record(self, actor: str, request_id: str, op: str, time_ms: int, result: object) -> None:
         """Remember that ``op`` was applied under ``(actor, request_id)`` at log time ``time_ms`` with ``result``."""
+        self._insert(actor, request_id, op, time_ms, encode_result(result))
+
+    def record_event(self, actor: str, request_id: str, op: str, time_ms: int, event_id: int) -> None:
+        """``record`` of the result ``{"event": <events row event_id>, "duplicate": False}``, by reference."""
+        self._insert(actor, request_id, op, time_ms, f"{EVENT_REF}{event_id}")
+
+    def _insert(self, actor: str, request_id: str, op: str, time_ms: int, text: str) -> None:
         self._conn.execute(
             "INSERT INTO applied_requests (actor, request_id, op, time_ms, result) VALUES (?, ?, ?, ?, ?)",
-            (actor, request_id, op, time_ms, encode_result(result)),
+            (actor, request_id, op, time_ms, text),
         )
         if self._oldest is not None and time_ms < self._oldest:
             self._oldest = time_ms

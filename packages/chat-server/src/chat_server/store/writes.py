@@ -113,6 +113,7 @@ class ChatWriter:
         self._conn = conn
         self._queries = ChatQueries(conn)
         self._applied = AppliedRequests(conn)
+        self._last_event_id = 0  # the id of the event _append inserted last
         self.search_updates: list[tuple[str, tuple[int, str]]] = []
         """Full-text index changes not yet written, in order: (statement, (event id, body))."""
 
@@ -145,7 +146,11 @@ class ChatWriter:
                     )
                 return _as_duplicate(result)
         result = self._run(command, time_ms, notices)
-        if key is not None:
+        if key is None:
+            pass
+        elif type(command) is Send:  # {"event": the row _append just inserted, ...}: kept by reference
+            self._applied.record_event(key[0], key[1], command.op, time_ms, self._last_event_id)
+        else:
             self._applied.record(key[0], key[1], command.op, time_ms, result)
         self._applied.prune(time_ms)
         return result
@@ -251,6 +256,7 @@ class ChatWriter:
         )
         event_id = cur.lastrowid
         assert event_id is not None
+        self._last_event_id = event_id
         if kind is EventKind.MESSAGE:
             self.search_updates.append((_FTS_INSERT, (event_id, body)))
         conn.execute(_BUMP, (seq, event_id, conversation_id))
