@@ -59,6 +59,7 @@ def node_options(settings: Settings) -> NodeOptions:
         snapshot_entries=settings.snapshot_entries,
         compact_keep_entries=settings.compact_keep_entries,
         forward_proposals=settings.forward_writes,
+        max_inflight_appends=settings.max_inflight_appends,
     )
 
 

@@ -54,6 +54,14 @@ class NodeOptions(BaseModel):
     max_entries_per_append: int = Field(
         default=1 << 20, ge=1, description="Largest entry payload total (bytes) in one AppendEntries."
     )
+    max_inflight_appends: int = Field(
+        default=256,
+        ge=1,
+        description="AppendEntries a leader may have unacknowledged per follower. Entries proposed while the "
+        "window is full wait and leave together in one larger append: over a transport whose messages cost more "
+        "than the entries they carry (gRPC: tens of microseconds of CPU per stream write on each side) a small "
+        "window (2) sends fewer, fuller appends.",
+    )
     snapshot_entries: int = Field(
         default=10_000, ge=1, description="Take a snapshot after this many entries applied since the last."
     )
@@ -121,5 +129,6 @@ class NodeOptions(BaseModel):
             forward_proposals=self.forward_proposals,
             max_uncommitted_size=self.max_uncommitted_bytes,
             max_size_per_msg=self.max_entries_per_append,
+            max_inflight_msgs=self.max_inflight_appends,
             applied=applied,
         )
