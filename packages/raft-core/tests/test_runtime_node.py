@@ -15,6 +15,7 @@ import pytest
 from raft_core.errors import (
     CommandFailed,
     CommitUnknown,
+    ConfigError,
     NodeStopped,
     NotLeader,
     Overloaded,
@@ -578,3 +579,10 @@ def test_a_replicated_object_proposes_its_calls_and_reads_linearizably_on_every_
             await n.stop()
 
     run_virtual(main())
+
+
+def test_the_inflight_window_reaches_the_core_and_is_validated() -> None:
+    assert NodeOptions().core_config(1, 0).max_inflight_msgs == 256
+    assert NodeOptions(max_inflight_appends=2).core_config(1, 0).max_inflight_msgs == 2
+    with pytest.raises(ConfigError, match="max_inflight_appends"):
+        NodeOptions(max_inflight_appends=0)
