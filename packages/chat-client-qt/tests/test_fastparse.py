@@ -54,6 +54,8 @@ def test_a_batch_parses_to_what_betterproto2_parses(batch: list[api.ServerEvent]
     fast = rpc.SUBSCRIBE_BATCHES.deserializer(data)
     assert fast == api.ServerEventBatch.parse(data)
     assert [type(e) for e in fast.events] == [api.ServerEvent] * len(batch)
+    assert bytes(fast) == data  # the built objects serialize back to the same bytes
+    assert fast.to_dict() == api.ServerEventBatch.parse(data).to_dict()
 
 
 @settings(max_examples=200, deadline=None)
