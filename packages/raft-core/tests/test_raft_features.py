@@ -371,6 +371,44 @@ def test_proposals_between_two_readies_go_out_as_one_append_per_follower() -> No
     assert len(net[3].applied.entries) == 100
 
 
+def test_a_commit_reaching_caught_up_followers_goes_as_a_commit_only_append_that_is_not_answered() -> None:
+    net = Network(3)
+    elect(net, 1)
+    leader_sent = record_sent(net, 1)
+    follower_sent = record_sent(net, 2)
+    net.propose(1, b"x")
+    commit_appends = {m.dst: m for m in of_type(leader_sent, AppendEntries) if not m.entries}
+    # Node 2's answer made the commit: it holds the whole log, so its commit append is commit-only. Node 3's
+    # entry was still unacknowledged then: it gets an ordinary empty append, which it answers.
+    assert commit_appends[2].commit_only and commit_appends[2].prev_index == 2
+    assert not commit_appends[3].commit_only
+    answers = of_type(follower_sent, AppendEntriesResponse)
+    assert [a.index for a in answers] == [2], "the entry is answered, the commit that follows it is not"
+    assert net[2].node.status().commit == net[1].node.status().commit == 2
+    assert net[1].node.status().progress[2].match == 2
+
+
+def test_a_probing_follower_gets_an_ordinary_append_and_answers_it() -> None:
+    net = Network(3)
+    sent = record_sent(net, 1)
+    net.cut(1, 2)
+    elect(net, 1)
+    assert progress_state(net, 1, 2) == "probe"
+    net.recover()
+    net.tick(1, net[1].config.heartbeat_ticks)  # the heartbeat's answer makes the leader probe node 2 again
+    first, *_ = appends_to(sent, 2, with_entries=False)  # the probe that finds where node 2's log stands
+    assert not first.commit_only
+    assert progress_state(net, 1, 2) == "replicate", "the probe was answered"
+
+
+def test_a_commit_only_append_that_does_not_match_the_log_is_rejected_as_any_append() -> None:
+    mn = standalone(2)
+    out = hand_fed(mn, AppendEntries(src=1, dst=2, term=1, prev_index=5, prev_term=1, commit=5, commit_only=True))
+    (answer,) = of_type(out, AppendEntriesResponse)
+    assert answer.reject and answer.index == 5
+    assert mn.node.status().commit == 0
+
+
 # -- pipelining, flow control and progress states ---------------------------------------------------------
 
 

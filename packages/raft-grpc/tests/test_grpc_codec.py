@@ -67,6 +67,7 @@ def append_entries(draw):
         prev_term=draw(U64),
         entries=entries,
         commit=draw(U64),
+        commit_only=not entries and draw(st.booleans()),  # the leader marks only empty appends
     )
 
 
@@ -264,3 +265,14 @@ def test_unencodable_messages_raise_encode_error(message):
 def test_encode_refuses_what_is_not_a_wire_message():
     with pytest.raises(EncodeError, match="not a WireMessage"):
         codec.to_proto(Entry(1, 1))  # type: ignore[arg-type]
+
+
+def test_commit_only_is_kept_on_empty_appends_and_dropped_from_appends_with_entries():
+    empty = AppendEntries(src=1, dst=2, term=3, prev_index=7, prev_term=3, commit=7, commit_only=True)
+    assert codec.decode_message(codec.encode_message(empty)) == empty
+    # A peer that set the flag on an append with entries still gets the entries answered.
+    body = pb.AppendEntries(
+        prev_index=7, prev_term=3, commit=7, entry_terms=[3], entry_kinds=[0], entry_data=[b"x"], commit_only=True
+    )
+    decoded = codec.decode_message(_message(src=1, dst=2, term=3, append_entries=body))
+    assert isinstance(decoded, AppendEntries) and decoded.entries and not decoded.commit_only

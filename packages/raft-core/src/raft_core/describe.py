@@ -67,6 +67,8 @@ def _fields(m: Message) -> str:
             return "rejected" if m.reject else "granted"
         case AppendEntries():
             text = f"prev={m.prev_term}/{m.prev_index} commit={m.commit}"
+            if m.commit_only:
+                return text + " commit-only"
             return text + (f" entries={describe_entries(m.entries)}" if m.entries else "")
         case AppendEntriesResponse():
             if m.reject:

@@ -65,7 +65,14 @@ class RequestPreVoteResponse:
 
 @dataclass(slots=True, frozen=True, kw_only=True)
 class AppendEntries:
-    """The leader replicates ``entries``, which follow the entry at ``prev_index``/``prev_term`` (Raft §5.3)."""
+    """The leader replicates ``entries``, which follow the entry at ``prev_index``/``prev_term`` (Raft §5.3).
+
+    ``commit_only``: an empty append to a follower the leader knows holds its whole log (``prev_index`` is the
+    leader's last index and the follower's match), sent only to carry a new commit index. A follower whose log
+    matches takes the commit and does not answer: the answer would tell the leader nothing it does not know,
+    and it is a message per follower per commit. (If the logs do not match after all, it answers with a
+    rejection as for any append; if the append is lost, the next heartbeat carries the commit.)
+    """
 
     src: Id
     dst: Id
@@ -74,6 +81,7 @@ class AppendEntries:
     prev_term: Term
     entries: tuple[Entry, ...] = ()
     commit: Index = 0
+    commit_only: bool = False
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)

@@ -37,6 +37,7 @@ from raft_core.messages import (
     RequestVote,
     RequestVoteResponse,
 )
+from raft_core.progress import ProgressState
 from raft_core.quorum import VoteResult
 from raft_core.read_only import ReadOnly
 from raft_core.roles.candidate import step_candidate
@@ -371,10 +372,13 @@ class Raft:
         prev_term = log.maybe_term(prev_index)
         if prev_term is None:
             return self.send_snapshot(to)
+        commit_only = False
         if pr.next > log.last_index():
             if not send_if_empty:
                 return False
             entries: tuple[Entry, ...] = ()
+            # It holds our whole log: this append only carries the commit index (it is not answered).
+            commit_only = pr.state is ProgressState.REPLICATE and pr.match == prev_index == log.last_index()
         else:
             entries = tuple(log.entries_from(pr.next, self.config.max_size_per_msg))
             pr.sent_entries(entries[-1].index, entries_size(entries))
@@ -387,6 +391,7 @@ class Raft:
                 prev_term=prev_term,
                 entries=entries,
                 commit=log.committed,
+                commit_only=commit_only,
             )
         )
         return True

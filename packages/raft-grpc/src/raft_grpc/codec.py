@@ -90,6 +90,8 @@ def _append_entries_to(out: pb.Message, m: AppendEntries) -> None:
     body.prev_index = m.prev_index
     body.prev_term = m.prev_term
     body.commit = m.commit
+    if m.commit_only:
+        body.commit_only = True
     entries = m.entries
     if entries:
         body.entry_terms.extend(map(_TERM, entries))
@@ -299,6 +301,7 @@ def _append_entries(h: _Header, body: pb.AppendEntries) -> AppendEntries:
         prev_term=body.prev_term,
         entries=entries,
         commit=body.commit,
+        commit_only=body.commit_only and not n,  # only an empty append may skip its answer
     )
 
 

@@ -75,7 +75,8 @@ def handle_append_entries(r: Raft, m: AppendEntries) -> None:
         return
     last_new = log.maybe_append(m.prev_index, m.prev_term, m.commit, m.entries)
     if last_new is not None:
-        r.send(AppendEntriesResponse(src=r.id, dst=m.src, term=r.term, index=last_new))
+        if not (m.commit_only and not m.entries):  # a commit-only append to a matching log needs no answer
+            r.send(AppendEntriesResponse(src=r.id, dst=m.src, term=r.term, index=last_new))
         return
     # Our log does not hold the leader's prev entry. Point the leader at the last entry that may still
     # match: at or below prev_index, of a term no newer than prev_term. One round trip skips a whole term.

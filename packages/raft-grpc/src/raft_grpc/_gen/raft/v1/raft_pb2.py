@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12raft/v1/raft.proto\x12\x07raft.v1\".\n\nMembership\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\"T\n\x0cSnapshotMeta\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\'\n\nmembership\x18\x03 \x01(\x0b\x32\x13.raft.v1.Membership\"F\n\x0bRequestVote\x12\x12\n\nlast_index\x18\x01 \x01(\x04\x12\x11\n\tlast_term\x18\x02 \x01(\x04\x12\x10\n\x08transfer\x18\x03 \x01(\x08\"%\n\x13RequestVoteResponse\x12\x0e\n\x06reject\x18\x01 \x01(\x08\"7\n\x0eRequestPreVote\x12\x12\n\nlast_index\x18\x01 \x01(\x04\x12\x11\n\tlast_term\x18\x02 \x01(\x04\"(\n\x16RequestPreVoteResponse\x12\x0e\n\x06reject\x18\x01 \x01(\x08\"\x84\x01\n\rAppendEntries\x12\x12\n\nprev_index\x18\x01 \x01(\x04\x12\x11\n\tprev_term\x18\x02 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x04\x12\x13\n\x0b\x65ntry_terms\x18\x04 \x03(\x04\x12\x13\n\x0b\x65ntry_kinds\x18\x05 \x03(\r\x12\x12\n\nentry_data\x18\x06 \x03(\x0c\"]\n\x15\x41ppendEntriesResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0e\n\x06reject\x18\x02 \x01(\x08\x12\x13\n\x0breject_hint\x18\x03 \x01(\x04\x12\x10\n\x08log_term\x18\x04 \x01(\x04\"/\n\tHeartbeat\x12\x0e\n\x06\x63ommit\x18\x01 \x01(\x04\x12\x12\n\nread_round\x18\x02 \x01(\x04\"\'\n\x11HeartbeatResponse\x12\x12\n\nread_round\x18\x01 \x01(\x04\"D\n\x0fInstallSnapshot\x12#\n\x04meta\x18\x01 \x01(\x0b\x32\x15.raft.v1.SnapshotMeta\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x0c\n\nTimeoutNow\"\x17\n\x07Propose\x12\x0c\n\x04\x64\x61ta\x18\x01 \x03(\x0c\"\x1c\n\tReadIndex\x12\x0f\n\x07\x63ontext\x18\x01 \x01(\x0c\"3\n\x11ReadIndexResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\x0c\" \n\x0eTransferLeader\x12\x0e\n\x06target\x18\x01 \x01(\x04\"\x80\x01\n\rSnapshotChunk\x12#\n\x04meta\x18\x01 \x01(\x0b\x32\x15.raft.v1.SnapshotMeta\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x03 \x01(\r\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x0c\n\x04\x64one\x18\x06 \x01(\x08\"?\n\x10SnapshotChunkAck\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x10\n\x08received\x18\x02 \x01(\x04\x12\n\n\x02ok\x18\x03 \x01(\x08\"G\n\x0fProposalRefused\x12\x10\n\x08requests\x18\x01 \x03(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\noverloaded\x18\x03 \x01(\x08\"\xba\x07\n\x07Message\x12\x0b\n\x03src\x18\x01 \x01(\x04\x12\x0b\n\x03\x64st\x18\x02 \x01(\x04\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12,\n\x0crequest_vote\x18\n \x01(\x0b\x32\x14.raft.v1.RequestVoteH\x00\x12=\n\x15request_vote_response\x18\x0b \x01(\x0b\x32\x1c.raft.v1.RequestVoteResponseH\x00\x12\x33\n\x10request_pre_vote\x18\x0c \x01(\x0b\x32\x17.raft.v1.RequestPreVoteH\x00\x12\x44\n\x19request_pre_vote_response\x18\r \x01(\x0b\x32\x1f.raft.v1.RequestPreVoteResponseH\x00\x12\x30\n\x0e\x61ppend_entries\x18\x0e \x01(\x0b\x32\x16.raft.v1.AppendEntriesH\x00\x12\x41\n\x17\x61ppend_entries_response\x18\x0f \x01(\x0b\x32\x1e.raft.v1.AppendEntriesResponseH\x00\x12\'\n\theartbeat\x18\x10 \x01(\x0b\x32\x12.raft.v1.HeartbeatH\x00\x12\x38\n\x12heartbeat_response\x18\x11 \x01(\x0b\x32\x1a.raft.v1.HeartbeatResponseH\x00\x12\x34\n\x10install_snapshot\x18\x12 \x01(\x0b\x32\x18.raft.v1.InstallSnapshotH\x00\x12*\n\x0btimeout_now\x18\x13 \x01(\x0b\x32\x13.raft.v1.TimeoutNowH\x00\x12#\n\x07propose\x18\x14 \x01(\x0b\x32\x10.raft.v1.ProposeH\x00\x12(\n\nread_index\x18\x15 \x01(\x0b\x32\x12.raft.v1.ReadIndexH\x00\x12\x39\n\x13read_index_response\x18\x16 \x01(\x0b\x32\x1a.raft.v1.ReadIndexResponseH\x00\x12\x32\n\x0ftransfer_leader\x18\x17 \x01(\x0b\x32\x17.raft.v1.TransferLeaderH\x00\x12\x30\n\x0esnapshot_chunk\x18\x18 \x01(\x0b\x32\x16.raft.v1.SnapshotChunkH\x00\x12\x37\n\x12snapshot_chunk_ack\x18\x19 \x01(\x0b\x32\x19.raft.v1.SnapshotChunkAckH\x00\x12\x34\n\x10proposal_refused\x18\x1a \x01(\x0b\x32\x18.raft.v1.ProposalRefusedH\x00\x42\x06\n\x04kind\"+\n\x05\x42\x61tch\x12\"\n\x08messages\x18\x01 \x03(\x0b\x32\x10.raft.v1.Message\"\x1f\n\x0bSendSummary\x12\x10\n\x08received\x18\x01 \x01(\x04\x32\x43\n\x11NodeCommunication\x12.\n\x04Send\x12\x0e.raft.v1.Batch\x1a\x14.raft.v1.SendSummary(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12raft/v1/raft.proto\x12\x07raft.v1\".\n\nMembership\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\"T\n\x0cSnapshotMeta\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\'\n\nmembership\x18\x03 \x01(\x0b\x32\x13.raft.v1.Membership\"F\n\x0bRequestVote\x12\x12\n\nlast_index\x18\x01 \x01(\x04\x12\x11\n\tlast_term\x18\x02 \x01(\x04\x12\x10\n\x08transfer\x18\x03 \x01(\x08\"%\n\x13RequestVoteResponse\x12\x0e\n\x06reject\x18\x01 \x01(\x08\"7\n\x0eRequestPreVote\x12\x12\n\nlast_index\x18\x01 \x01(\x04\x12\x11\n\tlast_term\x18\x02 \x01(\x04\"(\n\x16RequestPreVoteResponse\x12\x0e\n\x06reject\x18\x01 \x01(\x08\"\x99\x01\n\rAppendEntries\x12\x12\n\nprev_index\x18\x01 \x01(\x04\x12\x11\n\tprev_term\x18\x02 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x04\x12\x13\n\x0b\x65ntry_terms\x18\x04 \x03(\x04\x12\x13\n\x0b\x65ntry_kinds\x18\x05 \x03(\r\x12\x12\n\nentry_data\x18\x06 \x03(\x0c\x12\x13\n\x0b\x63ommit_only\x18\x07 \x01(\x08\"]\n\x15\x41ppendEntriesResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0e\n\x06reject\x18\x02 \x01(\x08\x12\x13\n\x0breject_hint\x18\x03 \x01(\x04\x12\x10\n\x08log_term\x18\x04 \x01(\x04\"/\n\tHeartbeat\x12\x0e\n\x06\x63ommit\x18\x01 \x01(\x04\x12\x12\n\nread_round\x18\x02 \x01(\x04\"\'\n\x11HeartbeatResponse\x12\x12\n\nread_round\x18\x01 \x01(\x04\"D\n\x0fInstallSnapshot\x12#\n\x04meta\x18\x01 \x01(\x0b\x32\x15.raft.v1.SnapshotMeta\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x0c\n\nTimeoutNow\"\x17\n\x07Propose\x12\x0c\n\x04\x64\x61ta\x18\x01 \x03(\x0c\"\x1c\n\tReadIndex\x12\x0f\n\x07\x63ontext\x18\x01 \x01(\x0c\"3\n\x11ReadIndexResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\x0c\" \n\x0eTransferLeader\x12\x0e\n\x06target\x18\x01 \x01(\x04\"\x80\x01\n\rSnapshotChunk\x12#\n\x04meta\x18\x01 \x01(\x0b\x32\x15.raft.v1.SnapshotMeta\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x03 \x01(\r\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x0c\n\x04\x64one\x18\x06 \x01(\x08\"?\n\x10SnapshotChunkAck\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x10\n\x08received\x18\x02 \x01(\x04\x12\n\n\x02ok\x18\x03 \x01(\x08\"G\n\x0fProposalRefused\x12\x10\n\x08requests\x18\x01 \x03(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\noverloaded\x18\x03 \x01(\x08\"\xba\x07\n\x07Message\x12\x0b\n\x03src\x18\x01 \x01(\x04\x12\x0b\n\x03\x64st\x18\x02 \x01(\x04\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12,\n\x0crequest_vote\x18\n \x01(\x0b\x32\x14.raft.v1.RequestVoteH\x00\x12=\n\x15request_vote_response\x18\x0b \x01(\x0b\x32\x1c.raft.v1.RequestVoteResponseH\x00\x12\x33\n\x10request_pre_vote\x18\x0c \x01(\x0b\x32\x17.raft.v1.RequestPreVoteH\x00\x12\x44\n\x19request_pre_vote_response\x18\r \x01(\x0b\x32\x1f.raft.v1.RequestPreVoteResponseH\x00\x12\x30\n\x0e\x61ppend_entries\x18\x0e \x01(\x0b\x32\x16.raft.v1.AppendEntriesH\x00\x12\x41\n\x17\x61ppend_entries_response\x18\x0f \x01(\x0b\x32\x1e.raft.v1.AppendEntriesResponseH\x00\x12\'\n\theartbeat\x18\x10 \x01(\x0b\x32\x12.raft.v1.HeartbeatH\x00\x12\x38\n\x12heartbeat_response\x18\x11 \x01(\x0b\x32\x1a.raft.v1.HeartbeatResponseH\x00\x12\x34\n\x10install_snapshot\x18\x12 \x01(\x0b\x32\x18.raft.v1.InstallSnapshotH\x00\x12*\n\x0btimeout_now\x18\x13 \x01(\x0b\x32\x13.raft.v1.TimeoutNowH\x00\x12#\n\x07propose\x18\x14 \x01(\x0b\x32\x10.raft.v1.ProposeH\x00\x12(\n\nread_index\x18\x15 \x01(\x0b\x32\x12.raft.v1.ReadIndexH\x00\x12\x39\n\x13read_index_response\x18\x16 \x01(\x0b\x32\x1a.raft.v1.ReadIndexResponseH\x00\x12\x32\n\x0ftransfer_leader\x18\x17 \x01(\x0b\x32\x17.raft.v1.TransferLeaderH\x00\x12\x30\n\x0esnapshot_chunk\x18\x18 \x01(\x0b\x32\x16.raft.v1.SnapshotChunkH\x00\x12\x37\n\x12snapshot_chunk_ack\x18\x19 \x01(\x0b\x32\x19.raft.v1.SnapshotChunkAckH\x00\x12\x34\n\x10proposal_refused\x18\x1a \x01(\x0b\x32\x18.raft.v1.ProposalRefusedH\x00\x42\x06\n\x04kind\"+\n\x05\x42\x61tch\x12\"\n\x08messages\x18\x01 \x03(\x0b\x32\x10.raft.v1.Message\"\x1f\n\x0bSendSummary\x12\x10\n\x08received\x18\x01 \x01(\x04\x32\x43\n\x11NodeCommunication\x12.\n\x04Send\x12\x0e.raft.v1.Batch\x1a\x14.raft.v1.SendSummary(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,37 +44,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REQUESTPREVOTERESPONSE']._serialized_start=333
   _globals['_REQUESTPREVOTERESPONSE']._serialized_end=373
   _globals['_APPENDENTRIES']._serialized_start=376
-  _globals['_APPENDENTRIES']._serialized_end=508
-  _globals['_APPENDENTRIESRESPONSE']._serialized_start=510
-  _globals['_APPENDENTRIESRESPONSE']._serialized_end=603
-  _globals['_HEARTBEAT']._serialized_start=605
-  _globals['_HEARTBEAT']._serialized_end=652
-  _globals['_HEARTBEATRESPONSE']._serialized_start=654
-  _globals['_HEARTBEATRESPONSE']._serialized_end=693
-  _globals['_INSTALLSNAPSHOT']._serialized_start=695
-  _globals['_INSTALLSNAPSHOT']._serialized_end=763
-  _globals['_TIMEOUTNOW']._serialized_start=765
-  _globals['_TIMEOUTNOW']._serialized_end=777
-  _globals['_PROPOSE']._serialized_start=779
-  _globals['_PROPOSE']._serialized_end=802
-  _globals['_READINDEX']._serialized_start=804
-  _globals['_READINDEX']._serialized_end=832
-  _globals['_READINDEXRESPONSE']._serialized_start=834
-  _globals['_READINDEXRESPONSE']._serialized_end=885
-  _globals['_TRANSFERLEADER']._serialized_start=887
-  _globals['_TRANSFERLEADER']._serialized_end=919
-  _globals['_SNAPSHOTCHUNK']._serialized_start=922
-  _globals['_SNAPSHOTCHUNK']._serialized_end=1050
-  _globals['_SNAPSHOTCHUNKACK']._serialized_start=1052
-  _globals['_SNAPSHOTCHUNKACK']._serialized_end=1115
-  _globals['_PROPOSALREFUSED']._serialized_start=1117
-  _globals['_PROPOSALREFUSED']._serialized_end=1188
-  _globals['_MESSAGE']._serialized_start=1191
-  _globals['_MESSAGE']._serialized_end=2145
-  _globals['_BATCH']._serialized_start=2147
-  _globals['_BATCH']._serialized_end=2190
-  _globals['_SENDSUMMARY']._serialized_start=2192
-  _globals['_SENDSUMMARY']._serialized_end=2223
-  _globals['_NODECOMMUNICATION']._serialized_start=2225
-  _globals['_NODECOMMUNICATION']._serialized_end=2292
+  _globals['_APPENDENTRIES']._serialized_end=529
+  _globals['_APPENDENTRIESRESPONSE']._serialized_start=531
+  _globals['_APPENDENTRIESRESPONSE']._serialized_end=624
+  _globals['_HEARTBEAT']._serialized_start=626
+  _globals['_HEARTBEAT']._serialized_end=673
+  _globals['_HEARTBEATRESPONSE']._serialized_start=675
+  _globals['_HEARTBEATRESPONSE']._serialized_end=714
+  _globals['_INSTALLSNAPSHOT']._serialized_start=716
+  _globals['_INSTALLSNAPSHOT']._serialized_end=784
+  _globals['_TIMEOUTNOW']._serialized_start=786
+  _globals['_TIMEOUTNOW']._serialized_end=798
+  _globals['_PROPOSE']._serialized_start=800
+  _globals['_PROPOSE']._serialized_end=823
+  _globals['_READINDEX']._serialized_start=825
+  _globals['_READINDEX']._serialized_end=853
+  _globals['_READINDEXRESPONSE']._serialized_start=855
+  _globals['_READINDEXRESPONSE']._serialized_end=906
+  _globals['_TRANSFERLEADER']._serialized_start=908
+  _globals['_TRANSFERLEADER']._serialized_end=940
+  _globals['_SNAPSHOTCHUNK']._serialized_start=943
+  _globals['_SNAPSHOTCHUNK']._serialized_end=1071
+  _globals['_SNAPSHOTCHUNKACK']._serialized_start=1073
+  _globals['_SNAPSHOTCHUNKACK']._serialized_end=1136
+  _globals['_PROPOSALREFUSED']._serialized_start=1138
+  _globals['_PROPOSALREFUSED']._serialized_end=1209
+  _globals['_MESSAGE']._serialized_start=1212
+  _globals['_MESSAGE']._serialized_end=2166
+  _globals['_BATCH']._serialized_start=2168
+  _globals['_BATCH']._serialized_end=2211
+  _globals['_SENDSUMMARY']._serialized_start=2213
+  _globals['_SENDSUMMARY']._serialized_end=2244
+  _globals['_NODECOMMUNICATION']._serialized_start=2246
+  _globals['_NODECOMMUNICATION']._serialized_end=2313
 # @@protoc_insertion_point(module_scope)

@@ -199,9 +199,12 @@ class AppendEntries(_message.Message):
     ENTRY_TERMS_FIELD_NUMBER: _builtins.int
     ENTRY_KINDS_FIELD_NUMBER: _builtins.int
     ENTRY_DATA_FIELD_NUMBER: _builtins.int
+    COMMIT_ONLY_FIELD_NUMBER: _builtins.int
     prev_index: _builtins.int
     prev_term: _builtins.int
     commit: _builtins.int
+    commit_only: _builtins.bool
+    """no entries; only a new commit index for a follower holding the whole log (not answered)"""
     @_builtins.property
     def entry_terms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
@@ -217,10 +220,11 @@ class AppendEntries(_message.Message):
         entry_terms: _abc.Iterable[_builtins.int] | None = ...,
         entry_kinds: _abc.Iterable[_builtins.int] | None = ...,
         entry_data: _abc.Iterable[_builtins.bytes] | None = ...,
+        commit_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "entry_data", b"entry_data", "entry_kinds", b"entry_kinds", "entry_terms", b"entry_terms", "prev_index", b"prev_index", "prev_term", b"prev_term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "commit_only", b"commit_only", "entry_data", b"entry_data", "entry_kinds", b"entry_kinds", "entry_terms", b"entry_terms", "prev_index", b"prev_index", "prev_term", b"prev_term"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
