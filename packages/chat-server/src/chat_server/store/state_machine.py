@@ -253,9 +253,10 @@ class ChatStateMachine:
 
     def snapshot(self) -> bytes:
         """A consistent image of the whole database (call between batches)."""
-        image = bytearray(self._conn.serialize())
-        image[18] = image[19] = 1  # rollback-journal form: it opens anywhere, even in memory
-        return bytes(image)
+        image = self._conn.serialize()
+        # Bytes 18-19 say rollback-journal form (1, 1): the image opens anywhere, even in memory. One copy of the
+        # image is made (join over a memoryview), not two.
+        return b"".join((image[:18], b"\x01\x01", memoryview(image)[20:]))
 
     def restore(self, data: bytes) -> None:
         """Replace the database atomically with an image ``snapshot`` produced (``SnapshotError`` if not one).
