@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,10 +25,10 @@ def token(n: int) -> str:
 class Store:
     """A ``ChatStateMachine`` on a file, fed commands with index + 1 and time + ``step_ms`` each."""
 
-    def __init__(self, path: Path, *, step_ms: int = 1) -> None:
+    def __init__(self, path: Path, *, step_ms: int = 1, **sm_options: Any) -> None:
         self.path = path
         self.notices: list[Notice] = []
-        self.sm = ChatStateMachine(path, on_notice=self.notices.append)
+        self.sm = ChatStateMachine(path, on_notice=self.notices.append, **sm_options)
         self.q = ChatQueries(self.sm)
         self.index, self.time = self.sm.durable_position()
         self.time = max(self.time, T0)

@@ -249,3 +249,107 @@ def test_under_continuous_writes_the_wal_stays_small_and_the_thread_checkpoints(
         time.sleep(0.01)
     s.close()
     assert not s.sm._checkpointer._thread.is_alive()
+
+
+class Timers:
+    """A fake ``call_later``: records the callbacks; ``fire()`` runs the ones still pending."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[float, object, list[bool]]] = []
+
+    def __call__(self, delay: float, callback: object) -> object:
+        cancelled = [False]
+        self.pending.append((delay, callback, cancelled))
+
+        class Handle:
+            def cancel(self) -> None:
+                cancelled[0] = True
+
+        return Handle()
+
+    def fire(self) -> int:
+        due, self.pending = self.pending, []
+        fired = 0
+        for _, callback, cancelled in due:
+            if not cancelled[0]:
+                callback()  # type: ignore[operator]
+                fired += 1
+        return fired
+
+
+def _messages_seen_by_another_connection(path: Path) -> int:
+    other = sqlite3.connect(path)
+    try:
+        (count,) = other.execute("SELECT count(*) FROM events WHERE kind = 2").fetchone()
+        return int(count)
+    finally:
+        other.close()
+
+
+def test_with_a_commit_delay_batches_share_a_commit_and_every_read_sees_them_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+    timers = Timers()
+    s = Store(path, commit_delay=0.02, call_later=timers)
+    s.register("alice", "bob")
+    cid = s.room("alice", "Room", ("bob",))
+    timers.fire()
+    committed = s.sm.durable_position()
+    assert committed == (s.index, s.time)
+    notices = len(s.notices)
+    for n in range(5):  # five batches of one
+        s.send("alice", cid, f"zeta {n}")
+    assert len(timers.pending) == 1, "one deferred commit for the five batches"
+    assert len(s.notices) == notices + 5, "notices go out at the end of each batch"
+    events, _ = s.q.events_after(cid, 0)
+    assert [e.body for e in events if e.kind == 2] == [f"zeta {n}" for n in range(5)]
+    assert len(s.q.search_messages("bob", "zeta")) == 5, "the full-text index is written per batch"
+    assert s.sm.durable_position() == committed and _messages_seen_by_another_connection(path) == 0
+    assert timers.fire() == 1
+    assert s.sm.durable_position() == (s.index, s.time)
+    assert _messages_seen_by_another_connection(path) == 5
+    s.sm.close()
+
+
+def test_a_commit_delay_still_commits_at_max_uncommitted_at_a_snapshot_and_at_close(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+    timers = Timers()
+    s = Store(path, commit_delay=0.02, call_later=timers, max_uncommitted=3)
+    s.register("alice")
+    cid = s.room("alice", "Room", ())
+    timers.fire()
+    for n in range(3):
+        s.send("alice", cid, f"m{n}")
+    assert s.sm.durable_position() == (s.index, s.time), "the third command reached max_uncommitted"
+    s.send("alice", cid, "before the snapshot")
+    assert s.sm.durable_position() != (s.index, s.time)
+    image = s.sm.snapshot()
+    assert s.sm.durable_position() == (s.index, s.time), "a snapshot never lies ahead of the durable position"
+    assert b"before the snapshot" in image
+    s.send("alice", cid, "before close")
+    s.sm.close()
+    assert timers.fire() == 0, "close cancelled the pending commit after committing"
+    reopened = ChatStateMachine(path)
+    try:
+        assert reopened.durable_position() == (s.index, s.time)
+    finally:
+        reopened.close()
+
+
+def test_a_crash_with_a_commit_pending_resumes_from_the_last_commit(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+    timers = Timers()
+    s = Store(path, commit_delay=0.02, call_later=timers)
+    s.register("alice")
+    cid = s.room("alice", "Room", ())
+    s.send("alice", cid, "kept")
+    timers.fire()
+    committed, before = s.sm.durable_position(), s.dump()
+    s.send("alice", cid, "applied, not committed")
+    s.sm._checkpointer.close()
+    s.sm.connection.close()  # the process dies before the deferred commit
+    after = ChatStateMachine(path)
+    try:
+        assert after.durable_position() == committed  # the runtime re-applies the rest from its log
+        assert list(after.connection.iterdump()) == before
+    finally:
+        after.close()

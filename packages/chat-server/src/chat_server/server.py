@@ -92,7 +92,12 @@ class ChatServer:
         data_dir = Path(s.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         fanout_ref: list[Fanout] = []
-        sm = ChatStateMachine(data_dir / "chat.db", on_notice=lambda notice: fanout_ref[0].notify(notice))
+        sm = ChatStateMachine(
+            data_dir / "chat.db",
+            on_notice=lambda notice: fanout_ref[0].notify(notice),
+            commit_delay=self.settings.commit_delay_ms / 1000,
+            call_later=asyncio.get_running_loop().call_later,
+        )
         self.state_machine = sm
         queries = ChatQueries(sm)
         fanout = Fanout(queries, co_members=queries.co_members)
