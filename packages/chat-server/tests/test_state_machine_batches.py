@@ -353,3 +353,24 @@ def test_a_crash_with_a_commit_pending_resumes_from_the_last_commit(tmp_path: Pa
         assert list(after.connection.iterdump()) == before
     finally:
         after.close()
+
+
+def test_restoring_a_snapshot_with_a_commit_pending_replaces_what_was_not_committed(tmp_path: Path) -> None:
+    timers = Timers()
+    source = Store(tmp_path / "source.db")
+    source.register("alice")
+    cid = source.room("alice", "Room", ())
+    source.send("alice", cid, "from the snapshot")
+    image = source.sm.snapshot()
+    s = Store(tmp_path / "chat.db", commit_delay=0.02, call_later=timers)
+    s.register("alice")
+    s.sm.begin_batch()
+    s.room("alice", "Other", ())
+    s.sm.end_batch()
+    assert s.sm.connection.in_transaction, "a commit is pending"
+    s.sm.restore(image)
+    assert timers.fire() == 0
+    assert s.sm.durable_position() == source.sm.durable_position()
+    assert [e.body for e in s.q.events_after(cid, 0)[0] if e.kind == 2] == ["from the snapshot"]
+    s.sm.close()
+    source.sm.close()

@@ -322,7 +322,7 @@ class ChatStateMachine:
         Until the final rename the live database is untouched; after it the new one is in place.
         """
         image = _checked_image(data)
-        self._cancel_commit_timer()  # what is not committed is replaced with the rest (close rolls it back)
+        self._cancel_commit_timer()
         tmp = self._restore_file
         with open(tmp, "wb") as f:
             f.write(image)
@@ -330,6 +330,8 @@ class ChatStateMachine:
             os.fsync(f.fileno())
         self._checkpointer.close()
         conn = self._conn
+        if conn.in_transaction:  # applied, not yet committed (a commit delay): replaced with the rest
+            conn.execute("ROLLBACK")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
         for suffix in ("-wal", "-shm"):
