@@ -38,8 +38,13 @@ STOP_GRACE = 0.25
 """Seconds in-flight calls get to finish once the node stopped (peers' streams never finish on their own)."""
 
 
+INFLIGHT_APPENDS = 2
+"""Appends a leader may have unacknowledged per follower: over gRPC fewer, fuller appends win (3 nodes, 64
+writes in flight, streamed: 4,006 -> 5,214 puts/s and p99 36 -> 26 ms against raft-core's default 256)."""
+
+
 def node_options(config: ServerConfig) -> NodeOptions:
-    """The runtime options of a KV node: the configured timing and forwarding, raft-core defaults otherwise."""
+    """The runtime options of a KV node: configured timing and forwarding, ``INFLIGHT_APPENDS``, else defaults."""
     snapshots = {
         name: value
         for name, value in (
@@ -53,6 +58,7 @@ def node_options(config: ServerConfig) -> NodeOptions:
         election_ticks=config.election_ticks,
         heartbeat_ticks=config.heartbeat_ticks,
         forward_proposals=config.forward,
+        max_inflight_appends=INFLIGHT_APPENDS,
         **snapshots,
     )
 
