@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,9 @@ def test_each_item_gets_the_answer_its_unary_call_would_have_and_refusals_change
             again, _ = await results_of(call, 1)
             assert again[500].response.duplicate and again[500].response.message.body == first.request.body
             assert again[500].response.message.seq == results[first.id].response.message.seq
+            counted = _rpc_counts(cluster.servers[leader].metrics.render().decode())
+            assert counted.get(("SendMessage", "OK"), 0) >= 21, "each batched send is counted as a SendMessage"
+            assert counted.get(("SendMessage", "UNAUTHENTICATED")) == 2
             await call.done_writing()
             assert await call.read() is grpc.aio.EOF
             assert await call.code() == C.OK
@@ -108,6 +112,14 @@ def test_each_item_gets_the_answer_its_unary_call_would_have_and_refusals_change
             assert len(set(seqs)) == len(seqs)
 
     run(main())
+
+
+def _rpc_counts(text: str) -> dict[tuple[str, str], float]:
+    """``chat_rpc_total`` by (method, code) from the Prometheus text."""
+    out: dict[tuple[str, str], float] = {}
+    for m in re.finditer(r'^chat_rpc_total\{code="(\w+)",method="(\w+)"\} (\S+)$', text, re.MULTILINE):
+        out[(m.group(2), m.group(1))] = float(m.group(3))
+    return out
 
 
 def _code(value: int) -> tuple[int, str]:

@@ -135,7 +135,12 @@ class ChatServer:
         )
         passwords = Passwords(time_cost=s.password_hash_time_cost, memory_kib=s.password_hash_memory_kib)
         self._messages = MessageHandlers(
-            ctx, fanout, passwords, token_ttl_s=s.token_ttl_s, max_subscribers=s.max_subscribers
+            ctx,
+            fanout,
+            passwords,
+            token_ttl_s=s.token_ttl_s,
+            max_subscribers=s.max_subscribers,
+            observe_send=self.metrics.observe_rpc,
         )
         data = DataHandlers(ctx, s.admin_token_value())
         self._monitoring = MonitoringHandlers(

@@ -76,12 +76,19 @@ class MessageHandlers:
         *,
         token_ttl_s: float,
         max_subscribers: int = 10_000,
+        observe_send: Callable[[str, str, float], None] | None = None,
     ) -> None:
+        """Handlers over ``ctx``; ``observe_send`` (the metrics' RPC observer) counts each batched send.
+
+        Each send carried by ``SendMessageBatches`` is reported as a ``SendMessage`` call, so dashboards count
+        sends whatever their transport.
+        """
         self.ctx = ctx
         self.max_subscribers = max_subscribers
         self.fanout = fanout
         self.passwords = passwords
         self.token_ttl_ms = int(token_ttl_s * 1000)
+        self._observe_send = observe_send
         self._typing_sent: dict[tuple[str, str], float] = {}
         # Each live event is encoded once for all the streams it goes to (key: its identity and version).
         self._encoded: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
@@ -343,6 +350,7 @@ class MessageHandlers:
 
     async def _send_item(self, item: pb.SendMessageItem) -> pb.SendMessageResult:
         """The result of one batched send: its response, or the error its SendMessage call would have had."""
+        start = time.monotonic()
         context = ItemContext(item.token, item.timeout_ms / 1000 if item.timeout_ms else None)
         request = item.request
         try:
@@ -351,8 +359,14 @@ class MessageHandlers:
             error = self.ctx.error(exc)
             if error.code is grpc.StatusCode.INTERNAL:
                 log.exception("a batched SendMessage failed")
+            self._observed_send(error.code.name, start)
             return convert.send_result_error(item.id, error)
+        self._observed_send("OK", start)
         return convert.send_result(item.id, event, duplicate)
+
+    def _observed_send(self, code: str, start: float) -> None:
+        if self._observe_send is not None:
+            self._observe_send("SendMessage", code, time.monotonic() - start)
 
     async def _post(
         self, conversation_id: str, body: str, request_id: str, context: CallContext
