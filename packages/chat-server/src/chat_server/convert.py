@@ -17,6 +17,7 @@ from chat_server import api
 from chat_server._gen.pb.chat.v1 import chat_pb2 as pb
 from chat_server.errors import ChatError
 from chat_server.store import ConversationRow, EventRow, PresenceNotice, TypingNotice, UserRow
+from raft_grpc import codec
 
 
 def user(row: UserRow, now_ms: int) -> api.User:
@@ -68,15 +69,18 @@ def server_event_bytes(row: EventRow) -> bytes:
     return pb.ServerEvent(event=_event_pb(row)).SerializeToString()
 
 
+def _send_response_pb(row: EventRow, duplicate: bool) -> pb.SendMessageResponse:
+    return pb.SendMessageResponse(message=_event_pb(row), duplicate=duplicate)
+
+
 def send_response_bytes(row: EventRow, duplicate: bool) -> bytes:
     """``SendMessageResponse(message=event(row), duplicate=duplicate)``, encoded."""
-    return pb.SendMessageResponse(message=_event_pb(row), duplicate=duplicate).SerializeToString()
+    return _send_response_pb(row, duplicate).SerializeToString()
 
 
 def send_result(item_id: int, row: EventRow, duplicate: bool) -> pb.SendMessageResult:
     """The result of batched send ``item_id`` that succeeded: its ``SendMessageResponse``."""
-    response = pb.SendMessageResponse(message=_event_pb(row), duplicate=duplicate)
-    return pb.SendMessageResult(id=item_id, response=response)
+    return pb.SendMessageResult(id=item_id, response=_send_response_pb(row, duplicate))
 
 
 def send_result_error(item_id: int, error: ChatError) -> pb.SendMessageResult:
@@ -156,26 +160,10 @@ def presence_event_bytes(notice: PresenceNotice, now_ms: int) -> bytes:
 def server_event_batch_bytes(events: Iterable[bytes]) -> bytes:
     """A ``ServerEventBatch`` of already-encoded ``ServerEvent``s, framed without parsing or copying them.
 
-    ``ServerEventBatch.events`` is field 1, length-delimited: each event is its tag byte, its length as a
-    varint, then its bytes.
+    ``ServerEventBatch.events`` is field 1, length-delimited, as ``raft.v1.Batch.messages`` is: raft-grpc's
+    framing serves both (the wire contract test compares the bytes with protobuf's).
     """
-    parts: list[bytes] = []
-    for data in events:
-        parts += (_EVENTS_TAG, _varint(len(data)), data)
-    return b"".join(parts)
-
-
-_EVENTS_TAG = b"\x0a"  # field 1, wire type 2 (length-delimited)
-
-
-def _varint(n: int) -> bytes:
-    """``n`` (not negative) as a protobuf varint."""
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    return codec.frame_batch(events)
 
 
 def _unexpected(result: object) -> ChatError:

@@ -282,13 +282,12 @@ class Connection:
         try:
             response = await stream.send(request, _bearer(metadata), timeout)
         except grpc.aio.AioRpcError:
-            if await stream.refused():
-                if self.batch_sends:
-                    log.info("%s has no SendMessageBatches: sending with unary calls from now on", target)
+            if self.batch_sends:  # else another send already found the server refusing the stream
+                if not await stream.refused():
+                    raise
+                log.info("%s has no SendMessageBatches: sending with unary calls from now on", target)
                 self.batch_sends = False
-            if self.batch_sends:
-                raise
-            # This server refuses the stream (nothing was sent on it): this attempt goes as a unary call.
+            # The server refuses the stream (nothing was sent on it): this attempt goes as a unary call.
             return await rpc.unary(self.channel(target), method, request, timeout=timeout, metadata=metadata)
         return response  # type: ignore[return-value]  # SEND_MESSAGE's response type
 

@@ -46,9 +46,9 @@ TYPING_TTL_S = 6.0
 HEARTBEAT_S = 10.0
 ENCODED_CACHE = 4096
 MAX_SEND_BATCH = 256
+"""Most items one ``SendMessageBatch`` may carry, and most results one ``SendMessageResultBatch`` carries."""
 SEND_BATCHES_HEADER = "chat-send-batches"
 """Initial metadata of a ``SendMessageBatches`` call: proof for the client that this server serves it."""
-"""Most items one ``SendMessageBatch`` may carry, and most results one ``SendMessageResultBatch`` carries."""
 
 
 def build(model: type[M], **fields: Any) -> M:

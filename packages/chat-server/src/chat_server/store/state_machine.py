@@ -44,9 +44,9 @@ import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 from chat_server.commands import CommandDecodeError, decode
 from chat_server.store import schema
@@ -64,6 +64,14 @@ RESTORE_SUFFIX: Final = ".restore"
 _SESSION_OPS: Final = frozenset({"login", "logout"})
 """The commands that write the sessions table."""
 _SET_POSITION = "UPDATE meta SET applied_index = ?, applied_time_ms = ? WHERE id = 1"
+
+
+class Cancellable(Protocol):
+    """What ``call_later`` returns (an ``asyncio.TimerHandle``)."""
+
+    def cancel(self) -> None:
+        """Do not run the callback."""
+        ...
 
 
 class StoreFailed(RuntimeError):
@@ -112,7 +120,7 @@ class ChatStateMachine:
         on_notice: Callable[[Notice], None] | None = None,
         *,
         commit_delay: float = 0.0,
-        call_later: Callable[[float, Callable[[], None]], object] | None = None,
+        call_later: Callable[[float, Callable[[], None]], Cancellable] | None = None,
         max_uncommitted: int = 256,
     ) -> None:
         """Open (or create) the database at ``path``; ``on_notice`` is told about each applied change.
@@ -123,11 +131,11 @@ class ChatStateMachine:
         """
         self.path = Path(path)
         self.on_notice = on_notice
+        """The listener (may be set later, e.g. once the fanout exists)."""
         self._commit_delay = commit_delay if call_later is not None else 0.0
         self._call_later = call_later
         self._max_uncommitted = max_uncommitted
-        self._commit_timer: object | None = None
-        """The listener (may be set later, e.g. once the fanout exists)."""
+        self._commit_timer: Cancellable | None = None
         self._restore_file = self.path.with_name(self.path.name + RESTORE_SUFFIX)
         self._restore_file.unlink(missing_ok=True)  # an unfinished restore: the live database is untouched
         self._failed: str | None = None
@@ -202,30 +210,31 @@ class ChatStateMachine:
     def _commit(self) -> None:
         """Commit the open transaction with the applied position (``StoreFailed`` if the database fails)."""
         conn = self._conn
-        try:
+        with self._failing_store("commit"):
             if not conn.in_transaction:
                 conn.execute("BEGIN")
             self._writer.flush_search_index()
             conn.execute(_SET_POSITION, (self._index, self._time))
             conn.execute("COMMIT")
             self._checkpointer.note_commit()
-        except sqlite3.OperationalError as exc:
-            self._fail(f"the chat database could not commit entries up to {self._index} ({exc}); restart the node")
-            raise StoreFailed(self._failed) from exc
         self._durable = (self._index, self._time)
 
     def _flush_search_index(self) -> None:
-        try:
+        with self._failing_store("index"):
             self._writer.flush_search_index()
+
+    @contextlib.contextmanager
+    def _failing_store(self, verb: str) -> Iterator[None]:
+        """A database error inside: the store fails (``_fail``) and ``StoreFailed`` is raised."""
+        try:
+            yield
         except sqlite3.OperationalError as exc:
-            self._fail(f"the chat database could not index entries up to {self._index} ({exc}); restart the node")
+            self._fail(f"the chat database could not {verb} entries up to {self._index} ({exc}); restart the node")
             raise StoreFailed(self._failed) from exc
 
     def _commit_when_due(self) -> None:
-        """The deferred commit (a ``call_later`` callback, between batches)."""
+        """The deferred commit (a ``call_later`` callback: it runs between batches)."""
         self._commit_timer = None
-        if self._batching:  # cannot happen on one event loop; be safe: the batch's end_batch commits
-            return
         try:
             self.flush()
         except StoreFailed:
@@ -353,9 +362,8 @@ class ChatStateMachine:
 
     def _cancel_commit_timer(self) -> None:
         timer, self._commit_timer = self._commit_timer, None
-        cancel = getattr(timer, "cancel", None)
-        if cancel is not None:
-            cancel()
+        if timer is not None:
+            timer.cancel()
 
     def __enter__(self) -> ChatStateMachine:
         return self

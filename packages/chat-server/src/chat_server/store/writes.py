@@ -146,12 +146,11 @@ class ChatWriter:
                     )
                 return _as_duplicate(result)
         result = self._run(command, time_ms, notices)
-        if key is None:
-            pass
-        elif type(command) is Send:  # {"event": the row _append just inserted, ...}: kept by reference
-            self._applied.record_event(key[0], key[1], command.op, time_ms, self._last_event_id)
-        else:
-            self._applied.record(key[0], key[1], command.op, time_ms, result)
+        if key is not None:
+            if type(command) is Send:  # {"event": the row _append just inserted, ...}: kept by reference
+                self._applied.record_event(key[0], key[1], command.op, time_ms, self._last_event_id)
+            else:
+                self._applied.record(key[0], key[1], command.op, time_ms, result)
         self._applied.prune(time_ms)
         return result
 
