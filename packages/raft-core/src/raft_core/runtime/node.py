@@ -43,6 +43,7 @@ from raft_core.node import RaftNode, Status
 from raft_core.ready import Ready
 from raft_core.runtime import envelope
 from raft_core.runtime.applier import Applier, Outcome
+from raft_core.runtime.held_appends import HeldAppends
 from raft_core.runtime.options import NodeOptions
 from raft_core.runtime.sessions import SessionTable
 from raft_core.runtime.snapshot_transfer import SnapshotReceiver, SnapshotSender
@@ -111,6 +112,7 @@ class Node:
             ack_timeout=opts.snapshot_chunk_timeout,
         )
         self._receiver = SnapshotReceiver(node_id, storage, self._send)
+        self._held_appends = HeldAppends(self._send, self._call_later, opts.empty_append_delay)
         self._executor: ThreadPoolExecutor | None = None
         # Work queued for the Ready loop.
         self._wake = asyncio.Event()
@@ -206,6 +208,7 @@ class Node:
         if self._stopped is None:
             self._stopped = NodeStopped(f"node {self.id} is stopped")
         self._wake.set()
+        self._held_appends.drop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -653,13 +656,17 @@ class Node:
 
     def _send_messages(self, messages: Sequence[Message]) -> None:
         plain: list[WireMessage] = []
-        for m in messages:
+        for m in self._held_appends.filter(messages):
             if isinstance(m, InstallSnapshot):
                 self._sender.start(m)
             else:
                 plain.append(m)
         if plain:
             self._transport.send(plain)
+
+    @staticmethod
+    def _call_later(delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(delay, callback)
 
     def _send(self, messages: Sequence[WireMessage]) -> None:
         if self._stopped is None:
@@ -763,6 +770,7 @@ class Node:
         log.info("node %d: leader %d, role %s, term %d", self.id, soft.leader, soft.role.value, core.term)
         if soft.role is not Role.LEADER:
             self._sender.cancel_all()
+            self._held_appends.drop()
         if soft.leader != NONE:
             parked, self._parked = self._parked, {}
             self._proposals.extend((data, request) for request, data in parked.items())

@@ -99,6 +99,14 @@ class NodeOptions(BaseModel):
         ge=1,
         description="Received messages waiting for the Ready loop; past it more are dropped (Raft resends).",
     )
+    empty_append_delay: float = Field(
+        default=0.002,
+        ge=0,
+        description="Seconds a leader holds an AppendEntries without entries (it carries a new commit index, or "
+        "probes) before sending it; an append to the same follower meanwhile replaces it. At low load most are "
+        "never sent: the next proposal's append carries the commit. Followers learn a commit up to this much "
+        "later when nothing else is proposed; 0 sends at once.",
+    )
     persist_in_thread: bool = Field(
         default=True,
         description="Persist each Ready in a worker thread, so the event loop keeps receiving during fsync.",
