@@ -47,6 +47,9 @@ T = TypeVar("T")
 READY_MARKER = "serving clients on"
 """What a chat node prints (and logs) once it serves clients."""
 STATUS_TIMEOUT_S = 1.0
+COMMIT_SETTLE_S = 0.3
+"""Longer than a node's commit delay (``commit_delay_ms``, 100 by default): a database position that has not
+moved for this long, while nothing is being applied, holds everything its node applied."""
 MARGIN_S = 2.0
 """Seconds a client call may overrun its own deadline before the harness calls it a hang."""
 PASSWORD = "integration-password"
@@ -398,6 +401,7 @@ class ChatCluster(Cluster):
         targets = list(self.ids if nodes is None else nodes)
         deadline = time.monotonic() + timeout
         problem = "not checked yet"
+        settling: tuple[object, float] = (None, 0.0)  # (database positions and applied indexes, seen since)
         while time.monotonic() < deadline:
             views = await self.statuses(targets)
             missing = [n for n in targets if n not in views]
@@ -412,7 +416,15 @@ class ChatCluster(Cluster):
                 check_no_conflicts(dbs)
                 positions = {n: db.applied_index for n, db in dbs.items()}
                 reference = dbs[targets[0]]
-                if len(set(positions.values())) == 1:
+                # The files must hold everything applied. A node commits its SQLite transaction up to
+                # commit_delay_ms after applying, and a file read before that shows an older position; the file
+                # never records entries the state machine does not see (a new leader's no-op), so a position
+                # short of the applied index counts once it has stood still for longer than the commit delay.
+                seen = (tuple(positions.values()), tuple(applied.values()))
+                if seen != settling[0]:
+                    settling = (seen, time.monotonic())
+                settled = positions == applied or time.monotonic() - settling[1] > COMMIT_SETTLE_S
+                if len(set(positions.values())) == 1 and settled:
                     for n in targets[1:]:
                         diff = first_difference(reference, dbs[n])
                         if diff:
@@ -422,7 +434,7 @@ class ChatCluster(Cluster):
                         return reference
                     problem = "the applied index moved while the databases were read"
                 else:
-                    problem = f"database positions {positions}"
+                    problem = f"database positions {positions}, applied {applied}"
             await asyncio.sleep(0.1)
         raise AssertionError(f"databases of nodes {targets} did not converge within {timeout}s: {problem}")
 

@@ -294,11 +294,13 @@ class Settings(BaseSettings):
         "leave together in the next one (fewer, fuller gRPC messages: +25% sends/s on 5 nodes against 256).",
     )
     commit_delay_ms: int = Field(
-        default=20,
+        default=100,
         ge=0,
         le=1000,
         description="How long applied changes may wait to share one SQLite commit with the next batches (0: commit "
-        "every batch). Reads see them at once; a crash loses only what the Raft log still holds.",
+        "every batch; at most 256 commands wait). Reads see them at once; a crash loses only what the Raft log still "
+        "holds. A commit writes every page its commands touched: 24 sends a commit cost ~75 us of CPU each, 64 "
+        "or more ~52 us.",
     )
     snapshot_entries: int = Field(default=10_000, ge=1, description="Snapshot after this many applied entries.")
     compact_keep_entries: int = Field(default=5_000, ge=0, description="Log entries kept below a snapshot.")

@@ -6,7 +6,7 @@ transaction, each inside its own savepoint, and the transaction also stores the 
 time (table ``meta``), so after a restart ``durable_position()`` says exactly how far the file got and the
 runtime resumes right after it, never applying an entry twice. One commit per batch instead of per command
 is what makes a busy node cheap: a commit writes every page the command touched to the WAL. With a commit
-delay (the server's: 20 ms, at most 256 commands) a batch's transaction stays open and the next batches join
+delay (the server's: 100 ms, at most 256 commands) a batch's transaction stays open and the next batches join
 it, so a busy node commits a few times per ``commit_delay`` instead of once per Raft round (about a third of
 the cost of applying a message was its share of a commit). Nothing else changes for readers: they use this
 connection, which sees what it applied, and the notices go out at ``end_batch`` as before. A crash loses
