@@ -46,7 +46,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final
 
 from chat_server.commands import CommandDecodeError, decode
 from chat_server.store import schema
@@ -55,6 +55,7 @@ from chat_server.store.errors import ChatRefusal, InvalidArgument
 from chat_server.store.notices import Notice
 from chat_server.store.queries import ChatQueries
 from chat_server.store.writes import ChatWriter
+from raft_core.runtime import Cancellable
 from raft_core.runtime import Command as LogCommand
 
 log = logging.getLogger(__name__)
@@ -64,14 +65,6 @@ RESTORE_SUFFIX: Final = ".restore"
 _SESSION_OPS: Final = frozenset({"login", "logout"})
 """The commands that write the sessions table."""
 _SET_POSITION = "UPDATE meta SET applied_index = ?, applied_time_ms = ? WHERE id = 1"
-
-
-class Cancellable(Protocol):
-    """What ``call_later`` returns (an ``asyncio.TimerHandle``)."""
-
-    def cancel(self) -> None:
-        """Do not run the callback."""
-        ...
 
 
 class StoreFailed(RuntimeError):

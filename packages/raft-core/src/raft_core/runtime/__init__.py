@@ -4,6 +4,7 @@ This package holds the only concurrent code in raft-core. Plug points are small 
 (``MemoryNetwork`` ships for tests and examples), ``StateMachine`` and ``Storage``.
 """
 
+from raft_core.runtime.held_appends import Cancellable
 from raft_core.runtime.memory_transport import MemoryNetwork, MemoryTransport
 from raft_core.runtime.node import LeaderChange, Node
 from raft_core.runtime.options import NodeOptions
@@ -15,6 +16,7 @@ from raft_core.runtime.wire import SnapshotChunk, SnapshotChunkAck, WireMessage
 
 __all__ = [
     "BatchingStateMachine",
+    "Cancellable",
     "Command",
     "DurableStateMachine",
     "LeaderChange",

@@ -22,10 +22,11 @@ M = TypeVar("M")
 
 
 class Cancellable(Protocol):
-    """What ``call_later`` returns (``asyncio.TimerHandle``)."""
+    """What ``call_later`` returns (an ``asyncio.TimerHandle``, or a test's fake timer)."""
 
     def cancel(self) -> None:
         """Do not run the callback."""
+        ...
 
 
 class HeldAppends:
