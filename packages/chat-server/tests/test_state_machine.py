@@ -388,6 +388,28 @@ def test_request_id_reused_for_another_op(people: Store) -> None:
     assert "new request_id" in message
 
 
+def test_a_send_reusing_another_requests_id_is_refused_and_changes_nothing(people: Store) -> None:
+    s = people
+    room = s.apply(c.CreateRoom(request_id="same", actor="alice", conversation_id="r:x", name="Room"))
+    assert isinstance(room, ConversationRow)
+    message = s.refuse(c.Send(request_id="same", actor="alice", conversation_id="r:x", body="hi"), InvalidArgument)
+    assert "new request_id" in message and "create_room" in message
+
+
+def test_a_send_retried_after_a_restart_finds_its_event(people: Store) -> None:
+    s = people
+    cid = s.direct("alice", "bob")
+    s.send("bob", cid, "first")
+    cmd = c.Send(request_id="m1", actor="alice", conversation_id=cid, body="kept")
+    first = s.apply(cmd)
+    assert isinstance(first, dict)
+    s.reopen()  # the next event id is read from the table again
+    s.send("bob", cid, "after the restart")
+    assert s.apply(cmd) == {"event": first["event"], "duplicate": True}
+    ids = [r[0] for r in s.sm.connection.execute("SELECT id FROM events ORDER BY id")]
+    assert ids == list(range(1, len(ids) + 1))  # one more than the largest, every time
+
+
 def test_send_refusals(people: Store) -> None:
     s = people
     cid = s.direct("alice", "bob")

@@ -192,7 +192,7 @@ def test_a_database_failure_drops_the_batch_and_end_batch_reports_it(
     def disk_error(*args: object) -> object:
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(s.sm._writer, "_run", disk_error)
+    monkeypatch.setattr(s.sm._writer, "_send", disk_error)
     with pytest.raises(StoreFailed):
         s.send("bob", cid, "fails")
     with pytest.raises(StoreFailed, match="restart the node"):

@@ -10,8 +10,9 @@ has changed since).
 Results are stored as JSON: row dataclasses as objects tagged ``"$": <class name>``, bytes as
 ``{"$b": <base64>}``, the ``IntEnum`` kinds as their numbers; ``decode_result`` rebuilds the same values. A
 send's result, ``{"event": <the event it appended>, "duplicate": False}``, is stored as a reference to that
-``events`` row instead (``record_event``: no second copy of the body, and no JSON work on the hottest
-command); a retry gets the message as it is now (same seq, id and time; edited or deleted since if it was).
+``events`` row instead (``claim_event``, before the event is inserted: no second copy of the body, no JSON
+work and no lookup on the hottest command); a retry gets the message as it is now (same seq, id and time;
+edited or deleted since if it was).
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ PRUNE_BATCH: Final = 100
 EVENT_REF: Final = "#event:"
 """Prefix of a result stored as a reference to an ``events`` row (``record_event``); JSON never starts so."""
 _EVENT_BY_ID = f"SELECT {EVENT_COLUMNS} FROM events AS e WHERE e.id = ?"
+_CLAIM = (
+    "INSERT INTO applied_requests (actor, request_id, op, time_ms, result) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (actor, request_id) DO NOTHING"
+)
 
 _ROWS: dict[str, type] = {cls.__name__: cls for cls in (UserRow, SessionRow, EventRow, ConversationRow)}
 _ENUM_FIELDS: dict[type, dict[str, type[IntEnum]]] = {
@@ -131,15 +136,26 @@ class AppliedRequests:
         """Remember that ``op`` was applied under ``(actor, request_id)`` at log time ``time_ms`` with ``result``."""
         self._insert(actor, request_id, op, time_ms, encode_result(result))
 
-    def record_event(self, actor: str, request_id: str, op: str, time_ms: int, event_id: int) -> None:
-        """``record`` of the result ``{"event": <events row event_id>, "duplicate": False}``, by reference."""
-        self._insert(actor, request_id, op, time_ms, f"{EVENT_REF}{event_id}")
+    def claim_event(self, actor: str, request_id: str, op: str, time_ms: int, event_id: int) -> bool:
+        """Record ``{"event": <events row event_id>, "duplicate": False}`` by reference, if the key is free.
+
+        Returns whether ``(actor, request_id)`` was free; if not, nothing is written and ``lookup`` has the first
+        result. The caller inserts that event in the same transaction (or rolls the claim back with it).
+        """
+        cur = self._conn.execute(_CLAIM, (actor, request_id, op, time_ms, f"{EVENT_REF}{event_id}"))
+        if cur.rowcount == 0:
+            return False
+        self._inserted(time_ms)
+        return True
 
     def _insert(self, actor: str, request_id: str, op: str, time_ms: int, text: str) -> None:
         self._conn.execute(
             "INSERT INTO applied_requests (actor, request_id, op, time_ms, result) VALUES (?, ?, ?, ?, ?)",
             (actor, request_id, op, time_ms, text),
         )
+        self._inserted(time_ms)
+
+    def _inserted(self, time_ms: int) -> None:
         if self._oldest is not None and time_ms < self._oldest:
             self._oldest = time_ms
 

@@ -1,7 +1,8 @@
 """``ChatWriter``: what each chat command does to the database, inside the state machine's transaction.
 
 Every method reads only the command, the log time and the database, so every node makes the same rows: seqs
-are the conversation's ``last_seq`` + 1, event ids the next rowid, times the log time. A refusal raises a
+are the conversation's ``last_seq`` + 1, event ids one more than the largest (the writer picks them, so a send
+can name its event before inserting it), times the log time. A refusal raises a
 ``ChatRefusal`` before or after writing; the caller rolls the transaction back either way. Notices for the
 listener are appended to the list passed in and delivered by the caller after the commit.
 
@@ -72,15 +73,20 @@ SESSION_PRUNE_BATCH: Final = 100
 """At most this many expired sessions are removed per login."""
 
 _INSERT_EVENT = (
-    "INSERT INTO events (conversation_id, seq, kind, sender, body, target_seq, member, time_ms, edited_at_ms, "
-    "deleted, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?)"
+    "INSERT INTO events (id, conversation_id, seq, kind, sender, body, target_seq, member, time_ms, edited_at_ms, "
+    "deleted, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?)"
 )
+_NEXT_EVENT_ID = "SELECT coalesce(max(id), 0) + 1 FROM events"
 _INFINITIVE: Final = {"edited": "edit", "deleted": "delete"}
 _FTS_INSERT = "INSERT INTO messages_fts (rowid, body) VALUES (?, ?)"
 _FTS_DELETE = "INSERT INTO messages_fts (messages_fts, rowid, body) VALUES ('delete', ?, ?)"
 _BUMP = "UPDATE conversations SET last_seq = ?, last_event_id = ? WHERE id = ?"
 _CONVERSATION = "SELECT kind, public, last_seq FROM conversations WHERE id = ?"
 _MEMBER = "SELECT joined_seq, read_seq FROM members WHERE conversation_id = ? AND username = ?"
+_SEND_CHECK = (  # a send's two checks in one statement: (last_seq, the sender's joined_seq or NULL), no row: no room
+    "SELECT c.last_seq, m.joined_seq FROM conversations AS c "
+    "LEFT JOIN members AS m ON m.conversation_id = c.id AND m.username = ? WHERE c.id = ?"
+)
 _ADD_MEMBER = "INSERT INTO members (conversation_id, username, joined_seq, read_seq) VALUES (?, ?, ?, ?)"
 _USER_EXISTS = "SELECT 1 FROM users WHERE username = ?"
 
@@ -100,6 +106,15 @@ def _unique(usernames: list[str], skip: str) -> list[str]:
     return out
 
 
+def _not_member(conversation_id: str) -> PermissionDenied:
+    """The refusal for a caller who is not a member of ``conversation_id``."""
+    if conversation_id.startswith("dm:"):
+        return PermissionDenied(f"only its two participants can use direct conversation {conversation_id!r}")
+    return PermissionDenied(
+        f"you are not a member of room {conversation_id!r}; join it if it is public, or ask a member to invite you"
+    )
+
+
 def _as_duplicate(result: object) -> object:
     if isinstance(result, dict) and "duplicate" in result:
         return {**result, "duplicate": True}
@@ -113,7 +128,7 @@ class ChatWriter:
         self._conn = conn
         self._queries = ChatQueries(conn)
         self._applied = AppliedRequests(conn)
-        self._last_event_id = 0  # the id of the event _append inserted last
+        self._next_id: int | None = None  # the id the next event gets (None: ask the table)
         self.search_updates: list[tuple[str, tuple[int, str]]] = []
         """Full-text index changes not yet written, in order: (statement, (event id, body))."""
 
@@ -131,33 +146,38 @@ class ChatWriter:
         """
         del self.search_updates[keep:]
         self._applied.forget_cache()
+        self._next_id = None
 
     def apply(self, command: ChatCommand, time_ms: int, notices: list[Notice]) -> object:
         """Apply ``command`` at log time ``time_ms`` (or return the first result of a retry); see the module."""
+        if type(command) is Send:  # the hottest command has a path of its own (fewer statements)
+            return self._send(command, time_ms, notices)
         key = dedup_key(command)
         if key is not None:
-            prior = self._applied.lookup(*key)
+            prior = self._first_result(command, key)
             if prior is not None:
-                op, result = prior
-                if op != command.op:
-                    raise InvalidArgument(
-                        f"request_id {key[1]!r} was already used for another request ({op}); use a new request_id "
-                        "for each action"
-                    )
-                return _as_duplicate(result)
+                return prior
         result = self._run(command, time_ms, notices)
         if key is not None:
-            if type(command) is Send:  # {"event": the row _append just inserted, ...}: kept by reference
-                self._applied.record_event(key[0], key[1], command.op, time_ms, self._last_event_id)
-            else:
-                self._applied.record(key[0], key[1], command.op, time_ms, result)
+            self._applied.record(key[0], key[1], command.op, time_ms, result)
         self._applied.prune(time_ms)
         return result
 
+    def _first_result(self, command: ChatCommand, key: tuple[str, str]) -> object:
+        """The result the first command under ``key`` had (marked a duplicate), None if there was none."""
+        prior = self._applied.lookup(*key)
+        if prior is None:
+            return None
+        op, result = prior
+        if op != command.op:
+            raise InvalidArgument(
+                f"request_id {key[1]!r} was already used for another request ({op}); use a new request_id "
+                "for each action"
+            )
+        return _as_duplicate(result)
+
     def _run(self, cmd: ChatCommand, t: int, notices: list[Notice]) -> object:
         match cmd:
-            case Send():
-                return self._send(cmd, t, notices)
             case MarkRead():
                 return self._mark_read(cmd)
             case Typing():
@@ -227,12 +247,7 @@ class ChatWriter:
         """``(joined_seq, read_seq)`` of ``actor`` in the conversation, or ``PermissionDenied``."""
         r = self._conn.execute(_MEMBER, (conversation_id, actor)).fetchone()
         if r is None:
-            if conversation_id.startswith("dm:"):
-                raise PermissionDenied(f"only its two participants can use direct conversation {conversation_id!r}")
-            raise PermissionDenied(
-                f"you are not a member of room {conversation_id!r}; join it if it is public, or ask a member to "
-                "invite you"
-            )
+            raise _not_member(conversation_id)
         return r[0], r[1]
 
     def _append(
@@ -250,16 +265,21 @@ class ChatWriter:
     ) -> EventRow:
         """Insert event ``seq`` (the caller's last_seq + 1) and make it the conversation's newest."""
         conn = self._conn
-        cur = conn.execute(
-            _INSERT_EVENT, (conversation_id, seq, kind, sender, body, target_seq, member, time_ms, request_id)
+        event_id = self._next_event_id()
+        conn.execute(
+            _INSERT_EVENT, (event_id, conversation_id, seq, kind, sender, body, target_seq, member, time_ms, request_id)
         )
-        event_id = cur.lastrowid
-        assert event_id is not None
-        self._last_event_id = event_id
+        self._next_id = event_id + 1
         if kind is EventKind.MESSAGE:
             self.search_updates.append((_FTS_INSERT, (event_id, body)))
         conn.execute(_BUMP, (seq, event_id, conversation_id))
         return EventRow(conversation_id, seq, kind, sender, body, target_seq, member, time_ms, 0, False, request_id)
+
+    def _next_event_id(self) -> int:
+        """The id the next event gets: one more than the largest (what SQLite would pick; ours to know first)."""
+        if self._next_id is None:
+            (self._next_id,) = self._conn.execute(_NEXT_EVENT_ID).fetchone()
+        return self._next_id
 
     def _add_member(self, conversation_id: str, username: str, joined_seq: int) -> None:
         self._conn.execute(_ADD_MEMBER, (conversation_id, username, joined_seq, joined_seq))
@@ -412,14 +432,25 @@ class ChatWriter:
 
     # -- messages -----------------------------------------------------------------------------------------------
 
-    def _send(self, cmd: Send, t: int, notices: list[Notice]) -> dict[str, object]:
-        cid = cmd.conversation_id
-        _, _, last_seq = self._conversation(cid)
-        self._member(cid, cmd.actor)
-        event = self._append(
-            cid, last_seq + 1, EventKind.MESSAGE, cmd.actor, t, body=cmd.body, request_id=cmd.request_id
-        )
+    def _send(self, cmd: Send, t: int, notices: list[Notice]) -> object:
+        """A message, in four statements: claim the request id, check, insert the event, bump the conversation.
+
+        The exactly-once row is claimed first (an insert that does nothing if the request id was used): the
+        common case then needs no lookup, and the row's result already names the event about to be inserted
+        (its id is known before the insert). A retry finds the claim taken and gets the first result; a refusal
+        after the claim is rolled back with the rest of the command by the caller.
+        """
+        actor, cid = cmd.actor, cmd.conversation_id
+        if not self._applied.claim_event(actor, cmd.request_id, cmd.op, t, self._next_event_id()):
+            return self._first_result(cmd, (actor, cmd.request_id))
+        r = self._conn.execute(_SEND_CHECK, (actor, cid)).fetchone()
+        if r is None:
+            raise NotFound(f"there is no conversation {cid!r}")
+        if r[1] is None:
+            raise _not_member(cid)
+        event = self._append(cid, r[0] + 1, EventKind.MESSAGE, actor, t, body=cmd.body, request_id=cmd.request_id)
         notices.append(EventsAppended(cid, (event,)))
+        self._applied.prune(t)
         return {"event": event, "duplicate": False}
 
     def _own_message(self, cid: str, seq: int, actor: str, verb: str) -> tuple[int, EventRow]:
