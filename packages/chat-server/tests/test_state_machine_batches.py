@@ -14,6 +14,7 @@ from store_helpers import T0, Store
 from chat_server import commands as c
 from chat_server.store import ChatRefusal, ChatStateMachine, NotFound, PermissionDenied, StoreFailed
 from chat_server.store.applied import RETENTION_MS
+from chat_server.store.notices import Notice
 from raft_core.runtime import BatchingStateMachine
 
 
@@ -153,29 +154,73 @@ def test_a_refusal_inside_a_batch_drops_its_own_changes_and_search_updates(
         store.room("alice", "Room", ("bob",))
     cid = plain.room("alice", "Second", ("bob",))
     assert s.room("alice", "Second", ("bob",)) == cid
-    plain.send("alice", cid, "before")
+    seq = plain.send("alice", cid, "before")
     with pytest.raises(PermissionDenied):  # a command refused before writing anything, in its place
-        plain.send("carol", cid, "refusedword")
+        plain.edit("carol", cid, seq, "refusedword")
     plain.send("alice", cid, "after")
 
     writer = s.sm._writer
-    original = writer._send
+    original = writer._edit
 
-    def half_done(cmd: c.Send, t: int, notices: list[object]) -> object:
-        original(cmd, t, notices)  # the row, its notice and its full-text update are made, then refused
+    def half_done(cmd: c.Edit, t: int, notices: list[Notice]) -> object:
+        original(cmd, t, notices)  # the new body, the EDITED event, its notice and the index changes are made
         raise NotFound("refused after writing")
 
     s.sm.begin_batch()
-    s.send("alice", cid, "before")
-    monkeypatch.setattr(writer, "_send", half_done)
+    assert s.send("alice", cid, "before") == seq
+    monkeypatch.setattr(writer, "_edit", half_done)
     with pytest.raises(NotFound):
-        s.send("bob", cid, "refusedword")
+        s.edit("alice", cid, seq, "refusedword")
     monkeypatch.undo()
     s.send("alice", cid, "after")
     s.sm.end_batch()
     assert logical(s) == logical(plain)
     assert s.notices == plain.notices
     assert s.q.search_messages("alice", "refusedword") == []
+    assert [e.body for e in s.q.search_messages("alice", "before")] == ["before"]
+    assert [e.body for e in s.q.search_messages("alice", "after")] == ["after"]
+
+
+class _FailingBump:
+    """A connection whose conversation bump fails (a bug's constraint error), after a send inserted its event."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
+        if sql.startswith("UPDATE conversations SET last_seq"):
+            raise sqlite3.IntegrityError("injected: the bump failed")
+        return self._conn.execute(sql, params)
+
+
+def test_a_send_that_fails_after_writing_deletes_what_it_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    plain = Store(tmp_path / "a" / "chat.db")
+    s = Store(tmp_path / "b" / "chat.db")
+    for store in (plain, s):
+        store.register("alice", "bob", "carol")
+    cid = plain.room("alice", "Room", ("bob",))
+    assert s.room("alice", "Room", ("bob",)) == cid
+    plain.send("alice", cid, "before")
+    with pytest.raises(PermissionDenied):  # what the failed send must amount to: nothing but its index
+        plain.send("carol", cid, "lostword")
+    plain.send("alice", cid, "after")
+
+    s.sm.begin_batch()
+    s.send("alice", cid, "before")
+    monkeypatch.setattr(s.sm._writer, "_conn", _FailingBump(s.sm.connection))
+    with pytest.raises(sqlite3.IntegrityError):  # sends have no savepoint: the send undoes its claim and event
+        s.send("bob", cid, "lostword")
+    monkeypatch.undo()
+    assert "could not be applied; it is skipped" in caplog.text
+    s.send("alice", cid, "after")  # gets the id the failed send had taken
+    s.sm.end_batch()
+    assert logical(s) == logical(plain)
+    assert s.notices == plain.notices
+    assert s.q.search_messages("alice", "lostword") == []
     assert [e.body for e in s.q.search_messages("alice", "after")] == ["after"]
 
 

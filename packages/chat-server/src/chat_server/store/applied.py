@@ -140,13 +140,17 @@ class AppliedRequests:
         """Record ``{"event": <events row event_id>, "duplicate": False}`` by reference, if the key is free.
 
         Returns whether ``(actor, request_id)`` was free; if not, nothing is written and ``lookup`` has the first
-        result. The caller inserts that event in the same transaction (or rolls the claim back with it).
+        result. The caller inserts that event in the same transaction (or takes the claim back: ``unclaim``).
         """
         cur = self._conn.execute(_CLAIM, (actor, request_id, op, time_ms, f"{EVENT_REF}{event_id}"))
         if cur.rowcount == 0:
             return False
         self._inserted(time_ms)
         return True
+
+    def unclaim(self, actor: str, request_id: str) -> None:
+        """Undo a ``claim_event`` of this transaction (its command failed)."""
+        self._conn.execute("DELETE FROM applied_requests WHERE actor = ? AND request_id = ?", (actor, request_id))
 
     def _insert(self, actor: str, request_id: str, op: str, time_ms: int, text: str) -> None:
         self._conn.execute(

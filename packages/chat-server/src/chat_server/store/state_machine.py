@@ -2,22 +2,23 @@
 
 It is a raft-core ``DurableStateMachine`` and ``BatchingStateMachine``: the commands of one batch (what the
 runtime applies from one Ready; a lone ``apply`` outside a batch is a batch of one) are applied in one
-transaction, each inside its own savepoint, and the transaction also stores the last command's index and log
-time (table ``meta``), so after a restart ``durable_position()`` says exactly how far the file got and the
-runtime resumes right after it, never applying an entry twice. One commit per batch instead of per command
-is what makes a busy node cheap: a commit writes every page the command touched to the WAL. With a commit
-delay (the server's: 100 ms, at most 256 commands) a batch's transaction stays open and the next batches join
-it, so a busy node commits a few times per ``commit_delay`` instead of once per Raft round (about a third of
-the cost of applying a message was its share of a commit). Nothing else changes for readers: they use this
-connection, which sees what it applied, and the notices go out at ``end_batch`` as before. A crash loses
-only work the log still holds (the durable position says where to resume); ``snapshot`` and ``close``
-commit first, so a snapshot never lies ahead of the durable position. A refused command
-(a ``ChatRefusal``) is rolled back to its savepoint but its index is still recorded; so is a command whose
-bytes do not decode (logged, refused with ``InvalidArgument``). Any other error is a bug or a local failure:
-a deterministic one (e.g. a constraint violated by a bug) is rolled back and recorded like a refusal; a
-failing disk (``sqlite3.OperationalError``) rolls back the whole batch and stops the state machine
-(``StoreFailed`` from then on, ``end_batch`` included, which stops the node) without recording the index, so
-that a restarted node re-applies from its last good position (the log still holds the batch).
+transaction, each inside its own savepoint (a send undoes its own writes instead: ``writes.SELF_UNDOING``),
+and the transaction also stores the last command's index and log time (table ``meta``), so after a restart
+``durable_position()`` says exactly how far the file got and the runtime resumes right after it, never
+applying an entry twice. One commit per batch instead of per command is what makes a busy node cheap: a
+commit writes every page the command touched to the WAL. With a commit delay (the server's: 100 ms, at most
+256 commands) a batch's transaction stays open and the next batches join it, so a busy node commits a few
+times per ``commit_delay`` instead of once per Raft round (about a third of the cost of applying a message
+was its share of a commit). Nothing else changes for readers: they use this connection, which sees what it
+applied, and the notices go out at ``end_batch`` as before. A crash loses only work the log still holds (the
+durable position says where to resume); ``snapshot`` and ``close`` commit first, so a snapshot never lies
+ahead of the durable position. A refused command (a ``ChatRefusal``) is rolled back (to its savepoint, or by
+its own undo) but its index is still recorded; so is a command whose bytes do not decode (logged, refused
+with ``InvalidArgument``). Any other error is a bug or a local failure: a deterministic one (e.g. a
+constraint violated by a bug) is rolled back and recorded like a refusal; a failing disk
+(``sqlite3.OperationalError``) rolls back the whole batch and stops the state machine (``StoreFailed`` from
+then on, ``end_batch`` included, which stops the node) without recording the index, so that a restarted node
+re-applies from its last good position (the log still holds the batch).
 
 Determinism: ``apply`` reads only the command and ``Command.time``; seqs, ids and times are derived from the
 database and the log, so every node holds the same rows (compare ``Connection.iterdump()``), and the same
@@ -54,7 +55,7 @@ from chat_server.store.checkpoint import Checkpointer
 from chat_server.store.errors import ChatRefusal, InvalidArgument
 from chat_server.store.notices import Notice
 from chat_server.store.queries import ChatQueries
-from chat_server.store.writes import ChatWriter
+from chat_server.store.writes import SELF_UNDOING, ChatWriter
 from raft_core.runtime import Cancellable
 from raft_core.runtime import Command as LogCommand
 
@@ -265,12 +266,15 @@ class ChatStateMachine:
         notices: list[Notice] = []
         writer = self._writer
         queued = len(writer.search_updates)
-        conn.execute("SAVEPOINT command")
+        savepoint = type(cmd) not in SELF_UNDOING
+        if savepoint:
+            conn.execute("SAVEPOINT command")
         try:
             result = writer.apply(cmd, command.time, notices)
-            conn.execute("RELEASE command")
+            if savepoint:
+                conn.execute("RELEASE command")
         except ChatRefusal:
-            self._rollback_command(queued)
+            self._rollback_command(queued, savepoint)
             self._record_position(command)
             raise
         except sqlite3.OperationalError as exc:
@@ -278,21 +282,24 @@ class ChatStateMachine:
             log.exception("entry %d (%s): database failure; the state machine stops", command.index, cmd.op)
             raise StoreFailed(self._failed) from exc
         except Exception:
-            self._rollback_command(queued)
+            self._rollback_command(queued, savepoint)
             log.exception("entry %d (%s) could not be applied; it is skipped", command.index, cmd.op)
             self._record_position(command)
             raise
         except BaseException:
-            self._rollback_command(queued)
+            self._rollback_command(queued, savepoint)
             raise
         self._record_position(command)
         self._notices += notices
         return result
 
-    def _rollback_command(self, queued: int) -> None:
-        """Undo the current command (back to its savepoint), keeping the batch's earlier commands."""
+    def _rollback_command(self, queued: int, savepoint: bool) -> None:
+        """Undo the current command (back to its savepoint), keeping the batch's earlier commands.
+
+        Without a savepoint the writer has already deleted what the command wrote (``SELF_UNDOING``).
+        """
         self._writer.rolled_back(queued)
-        if self._conn.in_transaction:
+        if savepoint and self._conn.in_transaction:
             self._conn.execute("ROLLBACK TO command")
             self._conn.execute("RELEASE command")
 
