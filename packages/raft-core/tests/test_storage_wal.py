@@ -92,7 +92,13 @@ def test_garbage_after_the_last_record_is_dropped(tmp_path, seed):
         f.write(garbage)
     w = WriteAheadLog(tmp_path, unsafe_skip_fsync=True)
     assert wal_state(w) == expected_after(3, n)
-    assert os.path.getsize(segment(tmp_path)) == sizes[-1]
+    zeros = seed % 2 == 1  # zeros read as preallocated space: kept for the next records, not truncated
+    assert os.path.getsize(segment(tmp_path)) == sizes[-1] + (len(garbage) if zeros else 0)
+    w.write(entries=batch(3 * n + 1, 2, term=2), sync=True)  # lands where the records ended
+    w.close()
+    w = WriteAheadLog(tmp_path, unsafe_skip_fsync=True)
+    assert w.last_index() == 3 * n + 2 and w.term(3 * n + 2) == 2
+    w.close()
 
 
 @pytest.mark.parametrize("n", [1, 3])
@@ -241,6 +247,7 @@ def crash(directory: Path, syncs: SyncLog, rng: random.Random) -> None:
 @given(seed=st.integers(min_value=0, max_value=2**32))
 def test_a_crash_keeps_every_synced_batch_and_invents_nothing(seed, tmp_path_factory):
     rng = random.Random(seed)
+    preallocate = rng.choice([0, 0, 64, 1000])  # files that grow record by record, or end in zeros
     directory = tmp_path_factory.mktemp("crash")
     syncs = SyncLog()
     model = MemoryStorage()
@@ -250,7 +257,9 @@ def test_a_crash_keeps_every_synced_batch_and_invents_nothing(seed, tmp_path_fac
     mp.setattr(os, "fdatasync", syncs.sync)
     mp.setattr(os, "fsync", syncs.sync)
     try:
-        w = WriteAheadLog(directory, segment_bytes=rng.choice([300, 700, 5000]), cache_entries=3)
+        w = WriteAheadLog(
+            directory, segment_bytes=rng.choice([300, 700, 5000]), cache_entries=3, preallocate_bytes=preallocate
+        )
         for n in range(1, rng.randint(2, 25)):
             last = model.last_index()
             first = last + 1 if rng.random() < 0.7 else rng.randint(1, last + 1)
@@ -270,7 +279,7 @@ def test_a_crash_keeps_every_synced_batch_and_invents_nothing(seed, tmp_path_fac
     finally:
         mp.undo()
     crash(directory, syncs, rng)
-    recovered = wal_state(WriteAheadLog(directory, unsafe_skip_fsync=True))
+    recovered = wal_state(WriteAheadLog(directory, unsafe_skip_fsync=True, preallocate_bytes=preallocate))
     matches = [i for i, s in enumerate(states) if s == recovered]
     assert matches, f"recovered a state that was never written: {recovered}"
     assert max(matches) >= last_synced, f"lost synced batch {last_synced}: recovered the state after {matches}"
@@ -321,3 +330,62 @@ def test_after_a_failed_fsync_the_log_refuses_writes_until_reopened(tmp_path, mo
         w.write(entries=batch(3, 2), sync=True)
     w.close()
     assert WriteAheadLog(tmp_path).entries(1, 3) == batch(1, 2)
+
+
+# -- preallocated segments --------------------------------------------------------------------------------------
+
+
+def test_preallocated_space_is_kept_and_read_as_the_end_of_the_records(tmp_path, caplog):
+    w = WriteAheadLog(tmp_path, unsafe_skip_fsync=True, preallocate_bytes=4096)
+    for b in range(3):
+        w.write(entries=batch(3 * b + 1, 3), hard_state=HardState(1, 1, 3 * b), sync=True)
+    w.close()
+    content = segment(tmp_path).read_bytes()
+    assert len(content) >= 4096  # a first chunk of zeros, written ahead of the records
+    records = len(content.rstrip(b"\0"))
+    assert records < len(content)  # the records, then zeros
+    w = WriteAheadLog(tmp_path, unsafe_skip_fsync=True, preallocate_bytes=4096)
+    assert wal_state(w) == expected_after(3)
+    assert os.path.getsize(segment(tmp_path)) == len(content)  # nothing truncated
+    assert "torn" not in caplog.text
+    w.write(entries=batch(10, 2, term=2), sync=True)  # into the zeros, where the records ended
+    w.close()
+    grown = segment(tmp_path).read_bytes()
+    assert len(grown) == len(content) and grown[:records] == content[:records]
+    w = WriteAheadLog(tmp_path, unsafe_skip_fsync=True)
+    assert w.last_index() == 11 and w.term(11) == 2 and w.entries(1, 10) == batch(1, 9)
+    w.close()
+
+
+def test_a_segment_is_cut_to_its_records_before_the_next_one_starts(tmp_path):
+    w = WriteAheadLog(tmp_path, unsafe_skip_fsync=True, segment_bytes=600, preallocate_bytes=400)
+    for b in range(12):
+        w.write(entries=batch(3 * b + 1, 3), hard_state=HardState(1, 1, 3 * b), sync=True)
+    w.close()
+    paths = sorted(tmp_path.glob("*.wal"))
+    assert len(paths) >= 3
+    for old in paths[:-1]:
+        assert not old.read_bytes().endswith(b"\0")  # ends with its last record's data
+    assert paths[-1].read_bytes().endswith(b"\0" * 8)
+    w = WriteAheadLog(tmp_path)
+    assert wal_state(w) == expected_after(12)
+    w.close()
+
+
+def test_a_torn_write_into_preallocated_space_is_dropped(tmp_path, caplog):
+    w = WriteAheadLog(tmp_path, unsafe_skip_fsync=True, preallocate_bytes=4096)
+    w.write(entries=batch(1, 3), sync=True)
+    w.write(entries=batch(4, 3), sync=True)
+    w.close()
+    content = bytearray(segment(tmp_path).read_bytes())
+    records = len(bytes(content).rstrip(b"\0"))
+    content[records : records + 30] = b"\x40\x00\x00\x00" + bytes(range(1, 27))  # a record's first bytes only
+    segment(tmp_path).write_bytes(bytes(content))
+    w = WriteAheadLog(tmp_path, unsafe_skip_fsync=True, preallocate_bytes=4096)
+    assert w.last_index() == 6 and w.entries(1, 7) == batch(1, 6)
+    assert "torn write" in caplog.text
+    assert os.path.getsize(segment(tmp_path)) == records  # cut where the records end; zeros come back on the next write
+    w.write(entries=batch(7, 1), sync=True)
+    assert os.path.getsize(segment(tmp_path)) > records + 4000
+    w.close()
+    assert WriteAheadLog(tmp_path, unsafe_skip_fsync=True).last_index() == 7

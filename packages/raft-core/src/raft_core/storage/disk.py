@@ -17,7 +17,7 @@ from pathlib import Path
 from raft_core.errors import CorruptLogError, EntryUnavailable, InvariantViolation, SnapshotOutOfDate
 from raft_core.storage.protocol import InitialState
 from raft_core.storage.snapshot_store import IncomingSnapshot, SnapshotStore, snapshot_checksum
-from raft_core.storage.wal import DEFAULT_CACHE_ENTRIES, DEFAULT_SEGMENT_BYTES, WriteAheadLog
+from raft_core.storage.wal import DEFAULT_CACHE_ENTRIES, DEFAULT_PREALLOCATE_BYTES, DEFAULT_SEGMENT_BYTES, WriteAheadLog
 from raft_core.types import Entry, HardState, Membership, Snapshot, SnapshotMeta
 
 
@@ -42,6 +42,7 @@ class DiskStorage:
         cache_entries: int = DEFAULT_CACHE_ENTRIES,
         retain_snapshots: int = 2,
         on_sync: Callable[[float], None] | None = None,
+        preallocate_bytes: int = DEFAULT_PREALLOCATE_BYTES,
     ) -> DiskStorage:
         """Open (creating if needed) the storage in ``directory`` and recover its state.
 
@@ -54,6 +55,8 @@ class DiskStorage:
             cache_entries: How many recent entries the WAL keeps decoded in memory.
             retain_snapshots: How many snapshots the store keeps.
             on_sync: Told the seconds each log batch's ``fdatasync`` took (for metrics), in the writing thread.
+            preallocate_bytes: Zero-filled space kept ahead of the log's records, so that a batch's sync writes
+                data only (see ``raft_core.storage.wal``); 0 lets the files grow record by record.
 
         Raises:
             CorruptLogError: The log or every snapshot is damaged, or they contradict each other.
@@ -66,6 +69,7 @@ class DiskStorage:
             cache_entries=cache_entries,
             unsafe_skip_fsync=unsafe_skip_fsync,
             on_sync=on_sync,
+            preallocate_bytes=preallocate_bytes,
         )
         try:
             snapshot = store.latest() or Snapshot(SnapshotMeta(membership=membership))
