@@ -67,6 +67,7 @@ _TERM = attrgetter("term")
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_PREALLOCATE_BYTES = 4 * 1024 * 1024
 """The zero-filled space ``DiskStorage`` keeps ahead of the newest segment's records (0 turns it off)."""
+_ZEROS = bytes(64 * 1024)
 DEFAULT_CACHE_ENTRIES = 8192
 _HEADER_LEN = len(encode_segment_header(SegmentHeader(0, 0, 0, 0, 0, HardState())))
 _UNKNOWN_TERM = 2**64 - 1
@@ -447,7 +448,11 @@ class WriteAheadLog:
     def _extend(self, seg: _Segment, needed: int) -> None:
         """Zero-fill the segment's file from its allocated end to at least ``needed`` (a chunk, within reason)."""
         target = max(needed, min(seg.allocated + self._preallocate, self._segment_bytes))
-        write_all(seg.fd, bytes(target - seg.allocated), seg.allocated)
+        at = seg.allocated
+        while at < target:  # from one small buffer: a chunk-sized one would stay in the heap (RSS) once freed
+            n = min(len(_ZEROS), target - at)
+            write_all(seg.fd, _ZEROS if n == len(_ZEROS) else _ZEROS[:n], at)
+            at += n
         seg.allocated = target
 
     # -- recovery -------------------------------------------------------------------------------------------
