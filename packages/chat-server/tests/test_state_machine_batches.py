@@ -142,15 +142,22 @@ def test_a_crash_inside_a_batch_loses_only_that_batch(tmp_path: Path) -> None:
         after.close()
 
 
+def twins(tmp_path: Path) -> tuple[Store, Store]:
+    """Two stores with the same accounts (alice, bob, carol): one to be compared with, one to be tampered with."""
+    stores = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        store = Store(tmp_path / name / "chat.db")
+        store.register("alice", "bob", "carol")
+        stores.append(store)
+    return stores[0], stores[1]
+
+
 def test_a_refusal_inside_a_batch_drops_its_own_changes_and_search_updates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    plain = Store(tmp_path / "a" / "chat.db")
-    s = Store(tmp_path / "b" / "chat.db")
+    plain, s = twins(tmp_path)
     for store in (plain, s):
-        store.register("alice", "bob", "carol")
         store.room("alice", "Room", ("bob",))
     cid = plain.room("alice", "Second", ("bob",))
     assert s.room("alice", "Second", ("bob",)) == cid
@@ -196,12 +203,7 @@ class _FailingBump:
 def test_a_send_that_fails_after_writing_deletes_what_it_wrote(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    plain = Store(tmp_path / "a" / "chat.db")
-    s = Store(tmp_path / "b" / "chat.db")
-    for store in (plain, s):
-        store.register("alice", "bob", "carol")
+    plain, s = twins(tmp_path)
     cid = plain.room("alice", "Room", ("bob",))
     assert s.room("alice", "Room", ("bob",)) == cid
     plain.send("alice", cid, "before")
