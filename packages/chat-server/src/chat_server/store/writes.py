@@ -449,25 +449,17 @@ class ChatWriter:
         event_id = self._next_event_id()
         if not self._applied.claim_event(actor, request_id, cmd.op, t, event_id):
             return self._first_result(cmd, (actor, request_id))
-        inserted = False
         try:
             r = conn.execute(_SEND_CHECK, (actor, cid)).fetchone()
             if r is None:
                 raise NotFound(f"there is no conversation {cid!r}")
             if r[1] is None:
                 raise _not_member(cid)
-            seq = r[0] + 1
-            conn.execute(_INSERT_EVENT, (event_id, cid, seq, EventKind.MESSAGE, actor, cmd.body, 0, "", t, request_id))
-            inserted = True
-            conn.execute(_BUMP, (seq, event_id, cid))  # the last statement: nothing can fail after it
-        except BaseException:
-            if inserted:
-                conn.execute("DELETE FROM events WHERE id = ?", (event_id,))
+            event = self._append(cid, r[0] + 1, EventKind.MESSAGE, actor, t, body=cmd.body, request_id=request_id)
+        except BaseException:  # the caller's rolled_back() drops the queued index update and the cached next id
+            conn.execute("DELETE FROM events WHERE id = ?", (event_id,))  # if _append got as far as inserting it
             self._applied.unclaim(actor, request_id)
             raise
-        self._next_id = event_id + 1
-        self.search_updates.append((_FTS_INSERT, (event_id, cmd.body)))
-        event = EventRow(cid, seq, EventKind.MESSAGE, actor, cmd.body, 0, "", t, 0, False, request_id)
         notices.append(EventsAppended(cid, (event,)))
         self._applied.prune(t)
         return {"event": event, "duplicate": False}
