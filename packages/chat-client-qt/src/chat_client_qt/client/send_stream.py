@@ -37,6 +37,9 @@ FINAL_STATUS_S = 1.0
 DETAILS_KEY = "grpc-status-details-bin"
 HEADER = "chat-send-batches"
 """The initial-metadata key a server serving ``SendMessageBatches`` sends at once."""
+LOCAL_INTERNAL = "Internal error from Core"
+"""The details grpc.aio gives a call whose write failed in the client's own transport (e.g. the node was killed
+while a batch was being written): INTERNAL, but no status the server sent, so the sends fail as UNAVAILABLE."""
 
 _STATUS_BY_VALUE = {status.value[0]: status for status in grpc.StatusCode}
 _response = fastparse.builder(api.SendMessageResponse)
@@ -132,12 +135,19 @@ class SendStream:
             self._tasks[0].cancel()  # the write loop waits for sends nobody will make
 
     async def _final_status(self) -> tuple[grpc.StatusCode, str]:
-        """The call's status if it has one (OK counts as UNAVAILABLE: the stream ended early), else UNAVAILABLE."""
+        """The status the server ended the call with, else UNAVAILABLE.
+
+        "Else" is: OK (the stream ended early), no status yet, or a failure in the client's own transport
+        (``LOCAL_INTERNAL``).
+        """
         if self._call.done():
             with contextlib.suppress(Exception):
                 code = await self._call.code()
+                details = await self._call.details()
+                if code is grpc.StatusCode.INTERNAL and details == LOCAL_INTERNAL:
+                    return grpc.StatusCode.UNAVAILABLE, "the connection to the node broke while sending"
                 if code is not grpc.StatusCode.OK:
-                    return code, (await self._call.details()) or code.name
+                    return code, details or code.name
         return grpc.StatusCode.UNAVAILABLE, "the SendMessageBatches stream ended before the answer came"
 
     def _fail(self, code: grpc.StatusCode, message: str) -> None:
