@@ -816,8 +816,9 @@ def memory_phase(
         time.sleep(1.0)  # let the last applies and any snapshot settle
         memory = node_memory(cluster)
         points.append({"target": target, "history": history, "fill": fill, **memory})
+        how = f"filled at {fill['per_s']:,.0f} msg/s" if need else "written by the earlier phases"
         print(
-            f"    history {history:>7,} messages (filled at {fill['per_s']:,.0f} msg/s): node RSS "
+            f"    history {history:>7,} messages ({how}): node RSS "
             + " ".join(f"{kib / 1024:.0f}" for kib in memory["VmRSS"].values())
             + " MiB; data on disk "
             + " ".join(f"{kib / 1024:.0f}" for kib in memory["disk"].values())
