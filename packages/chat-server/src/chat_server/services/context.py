@@ -46,17 +46,16 @@ class CallContext(Protocol):
 class ItemContext:
     """The ``CallContext`` of one call inside a batched stream: its own token and deadline."""
 
-    __slots__ = ("_deadline", "token")
+    __slots__ = ("_deadline", "_metadata")
 
     def __init__(self, token: str, timeout: float | None) -> None:
         """``token``: the caller's session token ("" for none); ``timeout``: seconds it may take (None: default)."""
-        self.token = token.strip()
-        """The bearer token itself (``ServiceContext.caller`` reads it without building metadata)."""
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._deadline = None if timeout is None else time.monotonic() + timeout
 
     def invocation_metadata(self) -> Iterable[Any] | None:
         """The item's token as ``authorization`` metadata (empty without a token)."""
-        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+        return self._metadata
 
     def time_remaining(self) -> float | None:
         """Seconds left of the item's timeout (None: the server's default applies)."""
@@ -153,10 +152,7 @@ class ServiceContext:
         A token this node does not know yet (a login just committed elsewhere) is looked up again after a
         linearizable read barrier, so a client may log in on one node and go on with another at once.
         """
-        if isinstance(context, ItemContext):  # a batched item: its token as given, no metadata round trip
-            token: str | None = context.token or None
-        else:
-            token = bearer_token(context.invocation_metadata())
+        token = bearer_token(context.invocation_metadata())
         if token is None:
             raise ChatError.unauthenticated()
         digest = token_hash(token)
